@@ -1,0 +1,223 @@
+"""Checking a pool's arguments once, at construction, with messages that say what to fix.
+
+Also the per-call checks of `connect()` and friends, so a bad call fails before any port is
+taken or any socket exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+import ssl as _ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from bindpool import _host
+from bindpool._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from bindpool._types import Lease
+
+__all__ = [
+    "PoolConfig",
+    "check_destination",
+    "check_timeout",
+    "check_tls",
+    "configure",
+    "family_of",
+]
+
+Strategy = Literal["table", "kernel"]
+STRATEGIES = ("table", "kernel")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """A pool's arguments, checked and normalised."""
+
+    sources: tuple[str, ...]  # canonical text, order kept, no duplicates
+    ports: tuple[int, ...]  # sorted; this process's shard of them
+    cooldown: float
+    max_attempts: int
+    on_release: Callable[[Lease], object] | None
+    strategy: Strategy
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def configure(
+    sources: Iterable[str],
+    *,
+    ports: Iterable[int] | None,
+    cooldown: float,
+    max_attempts: int,
+    on_release: Callable[[Lease], object] | None,
+    shard: tuple[int, int] | None,
+    strategy: str,
+) -> PoolConfig:
+    """Check every argument of `Pool()`; raise `ConfigurationError` on the first bad one."""
+    if strategy not in STRATEGIES:
+        raise ConfigurationError(f"strategy must be 'table' or 'kernel', not {strategy!r}")
+    if isinstance(cooldown, bool) or not isinstance(cooldown, int | float):
+        raise ConfigurationError(f"cooldown must be a number of seconds, not {cooldown!r}")
+    if not math.isfinite(cooldown) or cooldown < 0:
+        raise ConfigurationError(f"cooldown must be a finite number >= 0, not {cooldown!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ConfigurationError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+    if on_release is not None and not callable(on_release):
+        raise ConfigurationError(f"on_release must be callable(Lease) or None, not {on_release!r}")
+    addresses = _check_sources(sources)
+    chosen = _check_ports(ports)
+    if shard is not None:
+        chosen = _slice(chosen, shard)
+    return PoolConfig(
+        sources=addresses,
+        ports=chosen,
+        cooldown=float(cooldown),
+        max_attempts=max_attempts,
+        on_release=on_release,
+        strategy="kernel" if strategy == "kernel" else "table",
+    )
+
+
+def _check_sources(sources: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(sources, str | bytes):
+        raise ConfigurationError(
+            f"sources must be an iterable of IP strings, not one string: Pool([{sources!r}])"
+        )
+    try:
+        items = list(sources)
+    except TypeError:
+        raise ConfigurationError(
+            f"sources must be an iterable of IP strings, not {sources!r}"
+        ) from None
+    if not items:
+        raise ConfigurationError("sources is empty: give at least one local IP to bind to")
+    canonical: dict[str, None] = {}
+    for item in items:
+        address = _canonical_source(item)
+        if not _host.is_local(address, family_of(address)):
+            raise ConfigurationError(
+                f"source {item!r} is not an address of this host (bind() refuses it): "
+                "use one that `ip addr` lists, or any 127.x.y.z on loopback"
+            )
+        canonical[address] = None
+    return tuple(canonical)
+
+
+def _canonical_source(item: object) -> str:
+    if not isinstance(item, str):
+        raise ConfigurationError(f"source {item!r} must be a str such as '192.0.2.7'")
+    try:
+        ip = ipaddress.ip_address(item)
+    except ValueError:
+        raise ConfigurationError(
+            f"source {item!r} is not a numeric IP address: bind() would resolve a name "
+            "synchronously and block the event loop; resolve it once beforehand"
+        ) from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise ConfigurationError(
+            f"source {item!r} is not a unicast address: bind to the exact local IP whose "
+            "ports the pool manages"
+        )
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        raise ConfigurationError(
+            f"source {item!r} is IPv4-mapped: give it as {str(ip.ipv4_mapped)!r}"
+        )
+    return str(ip)
+
+
+def _check_ports(ports: Iterable[int] | None) -> tuple[int, ...]:
+    if ports is None:
+        chosen = _host.default_ports()
+        if not chosen:
+            raise ConfigurationError("this host reports an empty port range: pass ports=")
+        return tuple(sorted(set(chosen)))
+    if isinstance(ports, str | bytes):
+        raise ConfigurationError(f"ports must be a range or iterable of ints, not {ports!r}")
+    try:
+        items = list(ports)
+    except TypeError:
+        raise ConfigurationError(
+            f"ports must be a range or iterable of ints, not {ports!r}"
+        ) from None
+    if not items:
+        raise ConfigurationError("ports is empty: give at least one port, e.g. range(40000, 41000)")
+    for port in items:
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ConfigurationError(f"ports must hold ints, found {port!r}")
+        if not 1 <= port <= 65535:
+            raise ConfigurationError(f"port {port} is outside 1-65535")
+    return tuple(sorted(set(items)))
+
+
+def _slice(ports: tuple[int, ...], shard: object) -> tuple[int, ...]:
+    """This shard's contiguous slice of `ports`: `count` nearly equal, disjoint, covering."""
+    if (
+        not isinstance(shard, tuple)
+        or len(shard) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+    ):
+        raise ConfigurationError(f"shard must be a tuple (index, count) of ints, not {shard!r}")
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ConfigurationError(f"shard {shard!r} needs count >= 1 and 0 <= index < count")
+    if count > len(ports):
+        raise ConfigurationError(
+            f"shard count {count} exceeds the {len(ports)} ports: a shard would be empty"
+        )
+    size, extra = divmod(len(ports), count)
+    start = index * size + min(index, extra)
+    return ports[start : start + size + (index < extra)]
+
+
+# -- per call -------------------------------------------------------------------------------
+
+
+def check_destination(host: object, port: object) -> None:
+    if not isinstance(host, str) or not host:
+        raise ConfigurationError(f"host must be a non-empty str (a name or an IP), not {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigurationError(f"port must be an int in 1-65535, not {port!r}")
+
+
+def check_timeout(timeout: object, name: str = "timeout") -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds or None, not {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ConfigurationError(f"{name} must be >= 0 seconds or None, not {timeout!r}")
+
+
+def check_tls(
+    host: str,
+    ssl: _ssl.SSLContext | bool | None,
+    server_hostname: str | None,
+    ssl_handshake_timeout: float | None,
+) -> str | None:
+    """asyncio's TLS rules, checked before a port is taken. Returns the name to verify."""
+    check_timeout(ssl_handshake_timeout, "ssl_handshake_timeout")
+    if not ssl:
+        if server_hostname is not None:
+            raise ConfigurationError("server_hostname is only meaningful with ssl")
+        if ssl_handshake_timeout is not None:
+            raise ConfigurationError("ssl_handshake_timeout is only meaningful with ssl")
+        return None
+    if not isinstance(ssl, _ssl.SSLContext | bool):
+        raise ConfigurationError(f"ssl must be an ssl.SSLContext, True or None, not {ssl!r}")
+    name = host if server_hostname is None else server_hostname
+    if not isinstance(name, str):
+        raise ConfigurationError(f"server_hostname must be a str, not {name!r}")
+    verifies = ssl is True or ssl.check_hostname
+    if not name and verifies:
+        raise ConfigurationError(
+            "ssl checks the host name but server_hostname is empty: pass the name to verify, "
+            "or an SSLContext with check_hostname=False"
+        )
+    return name

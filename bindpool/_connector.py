@@ -1,0 +1,110 @@
+"""One connection attempt: socket, SO_REUSEADDR, bind to the chosen port, connect.
+
+Which port, and whether to try again, is decided elsewhere (`Pool`); this module makes one
+attempt and says precisely how it ended.
+
+Kernel behaviour relied on (FIELD-NOTES.md, "Kernel rules that shape the design"):
+- Every socket that shares a port must set SO_REUSEADDR, or `bind()` gives EADDRINUSE.
+  EADDRINUSE also means a listener, a socket without SO_REUSEADDR, or the kernel's own
+  automatic pick holds the port on this IP: the port is unusable for now, whatever the
+  destination. That is a `Clash(at_bind=True)`.
+- A socket bound to an explicit port has its full 4-tuple checked at `connect()`; if the
+  4-tuple is taken (someone else's connection, or TIME_WAIT without timestamps) a
+  non-blocking `connect_ex` returns EADDRNOTAVAIL at once. That is a `Clash(at_bind=False)`.
+- Anything else (refused, unreachable, a bind error that is not EADDRINUSE) is the world's
+  answer for this destination and propagates as the kernel's `OSError`.
+
+The connect itself is `connect_ex` plus a wait for writability on the running loop, then
+SO_ERROR: the fastest `sock=` path on both asyncio and uvloop (uvloop's `sock_connect` runs
+getaddrinfo in a thread pool even for numeric addresses).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import TYPE_CHECKING
+
+from bindpool._socket import PooledSocket
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Clash", "attempt"]
+
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK  # non-blocking from birth: no fcntl calls
+_SOL_SOCKET, _SO_REUSEADDR, _SO_ERROR = socket.SOL_SOCKET, socket.SO_REUSEADDR, socket.SO_ERROR
+
+
+class Clash(Exception):
+    """The kernel refused this 4-tuple or port; another port may well work.
+
+    Internal: the retry policy catches it; it never reaches users.
+
+    Attributes:
+        error: the kernel's error (errno EADDRINUSE or EADDRNOTAVAIL).
+        at_bind: True for EADDRINUSE at bind() (the port is unusable on the source),
+            False for EADDRNOTAVAIL at connect() (this 4-tuple is taken elsewhere).
+    """
+
+    def __init__(self, error: OSError, *, at_bind: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.at_bind = at_bind
+
+
+async def attempt(
+    loop: asyncio.AbstractEventLoop,
+    family: int,
+    source: str,
+    port: int,
+    address: tuple[str, int] | tuple[str, int, int, int],
+) -> PooledSocket:
+    """Open a socket bound to (source, port) and connected to `address`.
+
+    Returns:
+        The connected socket. It holds no lease yet: the caller adopts one into it.
+
+    Raises:
+        Clash: the kernel refused the port (bind) or the 4-tuple (connect).
+        OSError: any other failure, as the kernel reported it.
+        CancelledError: the wait was cancelled. In every failure the socket is closed.
+    """
+    sock = PooledSocket(family, _STREAM)
+    try:
+        sock.setsockopt(_SOL_SOCKET, _SO_REUSEADDR, 1)
+        try:
+            sock.bind((source, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise Clash(exc, at_bind=True) from exc
+            raise
+        code = sock.connect_ex(address)
+        if code == errno.EINPROGRESS:
+            await _writable(loop, sock.fileno())
+            code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+        if code:
+            # The same words asyncio's sock_connect uses; OSError() picks the subclass
+            # (ConnectionRefusedError, ...) from the errno.
+            error = OSError(code, f"Connect call failed {address}")
+            if code == errno.EADDRNOTAVAIL:
+                raise Clash(error, at_bind=False)
+            raise error
+    except BaseException:
+        sock.close()  # no lease adopted yet: this only closes the fd
+        raise
+    return sock
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    waiter = loop.create_future()
+    loop.add_writer(fd, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        loop.remove_writer(fd)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,64 @@
+"""The error family: one base, split by meaning.
+
+"You misused it" (`ConfigurationError`, `PoolClosed`) is kept apart from "the world
+failed" (`PortsExhausted`); network errors other than a 4-tuple clash are not wrapped at all
+and reach the caller as the usual `OSError` / `TimeoutError`.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["BindPoolError", "ConfigurationError", "PoolClosed", "PortsExhausted"]
+
+
+class BindPoolError(Exception):
+    """Base of every error bindpool raises itself."""
+
+
+class ConfigurationError(BindPoolError, ValueError):
+    """A bad argument: the message says which one and what to do instead."""
+
+
+class PoolClosed(BindPoolError, RuntimeError):
+    """`connect()` (or a helper built on it) was called after `aclose()`."""
+
+
+class PortsExhausted(BindPoolError, OSError):
+    """No 4-tuple is free for this destination, or `max_attempts` clashes came in a row.
+
+    An `OSError` with errno `EADDRNOTAVAIL`, as the kernel would give for a full range, so
+    code that already handles "Cannot assign requested address" keeps working. When clashes
+    used up the attempts, `__cause__` is the last clash the kernel reported.
+
+    Attributes:
+        destination: the `(ip, port)` the connection was for.
+        sources: the source IPs that were tried.
+        attempts: bind/connect attempts made before giving up (0 when the table had no port).
+    """
+
+    destination: tuple[str, int]
+    sources: tuple[str, ...]
+    attempts: int
+
+    def __init__(self, destination: tuple[str, int], sources: Sequence[str], attempts: int) -> None:
+        ip, port = destination
+        where = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        if attempts:
+            why = f"{attempts} attempts in a row clashed with 4-tuples held elsewhere"
+        else:
+            why = "every port is live, held or unusable for it"
+        message = f"no free source port for {where} on {', '.join(sources)}: {why}"
+        super().__init__(errno.EADDRNOTAVAIL, message)
+        self.destination = destination
+        self.sources = tuple(sources)
+        self.attempts = attempts
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[PortsExhausted], tuple[tuple[str, int], tuple[str, ...], int]]:
+        return (type(self), (self.destination, self.sources, self.attempts))

@@ -1,0 +1,97 @@
+"""What this host offers: its port ranges and socket options, read once, off the hot path.
+
+Everything here may make syscalls or read /proc; the pool calls it at construction only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from pathlib import Path
+
+__all__ = [
+    "IP_BIND_ADDRESS_NO_PORT",
+    "IP_LOCAL_PORT_RANGE",
+    "default_ports",
+    "ephemeral_range",
+    "is_local",
+    "parse_port_list",
+    "reserved_ports",
+    "set_local_port_range",
+    "sysctl",
+]
+
+# Linux socket options (SOL_IP). NO_PORT: defer the port pick from bind() to connect(), when
+# the kernel knows the destination. LOCAL_PORT_RANGE (Linux >= 6.3, no Python constant yet):
+# narrow this socket's automatic pick to [lo, hi], given as lo | hi << 16.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+IP_LOCAL_PORT_RANGE = 51
+
+_PROC_SYS = Path("/proc/sys")
+# What Linux ships when /proc/sys cannot be read (e.g. a sandbox without it).
+_LINUX_DEFAULT_EPHEMERAL = range(32768, 61000)
+
+
+def sysctl(name: str) -> str | None:
+    """The text of a sysctl such as "net.ipv4.tcp_timestamps", or None if unreadable."""
+    try:
+        return (_PROC_SYS / name.replace(".", "/")).read_text().strip()
+    except OSError:
+        return None
+
+
+def parse_port_list(text: str) -> list[int]:
+    """Ports from the kernel's list syntax, "1000-1002,2000" -> [1000, 1001, 1002, 2000]."""
+    ports: list[int] = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        low, _, high = item.partition("-")
+        ports.extend(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def ephemeral_range() -> range:
+    """`net.ipv4.ip_local_port_range` (IPv6 uses the same one), as a range."""
+    text = sysctl("net.ipv4.ip_local_port_range")
+    if text is None:
+        return _LINUX_DEFAULT_EPHEMERAL
+    low, high = (int(part) for part in text.split())
+    return range(low, high + 1)
+
+
+def reserved_ports() -> list[int]:
+    """`net.ipv4.ip_local_reserved_ports`: ports the kernel's automatic pick never takes."""
+    text = sysctl("net.ipv4.ip_local_reserved_ports")
+    return parse_port_list(text) if text else []
+
+
+def default_ports() -> list[int] | range:
+    """The host's reserved ports when it has any, else its ephemeral range.
+
+    A reserved block is the kind choice: ports bound explicitly vanish from other programs'
+    automatic pick, and reserved ports were never in it.
+    """
+    return reserved_ports() or ephemeral_range()
+
+
+def is_local(address: str, family: int) -> bool:
+    """Whether `address` can be bound here (a local address), without taking a port.
+
+    IP_BIND_ADDRESS_NO_PORT makes bind() check the address but defer the port to connect().
+    """
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Not on Linux: a bind to port 0 takes a port for a moment, no more.
+        with contextlib.suppress(OSError):
+            probe.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+def set_local_port_range(sock: socket.socket, low: int, high: int) -> None:
+    """Narrow `sock`'s automatic port pick to [low, high] (IP_LOCAL_PORT_RANGE)."""
+    sock.setsockopt(socket.SOL_IP, IP_LOCAL_PORT_RANGE, struct.pack("I", low | high << 16))

@@ -1,0 +1,303 @@
+"""The pool: resolve, ask the table for a 4-tuple, attempt, retry on a clash, hand over.
+
+Ownership. A claim belongs to the retry loop from `acquire()` until the attempt succeeds;
+then the socket adopts it and gives it back when it is closed, detached or collected. On
+every other way out (refused, timeout, cancellation, any exception) the loop gives it back
+itself before the error propagates. A clash gives the 4-tuple back to the table as held,
+not as a lease: no `on_release` call, one more in `retries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Self, TypeVar
+
+from bindpool import _config, _connector, _resolve
+from bindpool._errors import ConfigurationError, PoolClosed, PortsExhausted
+from bindpool._table import PortTable
+from bindpool._types import Lease, PoolStatistics
+
+if TYPE_CHECKING:
+    import ssl as _ssl
+    from collections.abc import Callable, Iterable
+
+    from bindpool._socket import PooledSocket
+    from bindpool._table import Claim
+
+__all__ = ["Pool"]
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+_log = logging.getLogger("bindpool")
+_FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+class Pool:
+    """Outbound TCP connections from chosen source IPs, each port shared by destinations.
+
+    Args:
+        sources: numeric local IPs (IPv4 and/or IPv6) to bind to; at least one.
+        ports: the ports to use on every source. None: the host's reserved ports
+            (`net.ipv4.ip_local_reserved_ports`) if it has any, else its ephemeral range.
+        cooldown: seconds a released (source, port, destination) rests before that
+            destination gets it again, while any other port is free for it.
+        max_attempts: bind/connect attempts per connection before `PortsExhausted`.
+        on_release: called with the `Lease` once, when its port goes back.
+        shard: `(index, count)`: use only slice `index` of `count` disjoint slices of `ports`.
+        strategy: "table" (bindpool picks the port). "kernel" is not available yet.
+
+    Raises:
+        ConfigurationError: any argument is wrong; the message says which and why.
+    """
+
+    def __init__(
+        self,
+        sources: Iterable[str],
+        *,
+        ports: Iterable[int] | None = None,
+        cooldown: float = 60.0,
+        max_attempts: int = 32,
+        on_release: Callable[[Lease], object] | None = None,
+        shard: tuple[int, int] | None = None,
+        strategy: str = "table",
+    ) -> None:
+        config = _config.configure(
+            sources,
+            ports=ports,
+            cooldown=cooldown,
+            max_attempts=max_attempts,
+            on_release=on_release,
+            shard=shard,
+            strategy=strategy,
+        )
+        if config.strategy == "kernel":
+            raise ConfigurationError("strategy='kernel' is not available yet: use 'table'")
+        self._config = config
+        self._table = PortTable(
+            dict.fromkeys(config.sources, config.ports), cooldown=config.cooldown
+        )
+        self._families = {
+            family: tuple(ip for ip in config.sources if _config.family_of(ip) == family)
+            for family in {_config.family_of(ip) for ip in config.sources}
+        }
+        self._on_release = config.on_release
+        self._closed = False
+        self._connects = 0
+        self._retries = 0
+        self._exhausted = 0
+
+    # -- connecting --------------------------------------------------------------------------
+
+    async def connect(self, host: str, port: int, *, timeout: float | None = None) -> PooledSocket:
+        """A connected, non-blocking socket to `host:port` from one of the sources.
+
+        Args:
+            host: a name (resolved with the loop's getaddrinfo) or an IP literal.
+            port: the destination port.
+            timeout: seconds for resolution, bind and connect together; None waits.
+
+        Returns:
+            A `PooledSocket`; its lease goes back once when it is closed, detached or
+            collected. Hand it to `loop.create_connection(sock=...)` and friends.
+
+        Raises:
+            PortsExhausted: no free 4-tuple for the destination on any source, or
+                `max_attempts` clashes in a row (errno EADDRNOTAVAIL).
+            ConfigurationError: bad arguments, or no source has the destination's family.
+            PoolClosed: the pool was closed.
+            TimeoutError: `timeout` passed.
+            OSError: the connection failed (refused, unreachable, name not found...).
+        """
+        if self._closed:
+            raise PoolClosed("the pool is closed: create a new Pool to connect")
+        _config.check_destination(host, port)
+        _config.check_timeout(timeout)
+        if timeout is None:
+            return await self._connect(host, port)
+        async with asyncio.timeout(timeout):
+            return await self._connect(host, port)
+
+    async def open_connection(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: _ssl.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        limit: int = 2**16,
+        timeout: float | None = None,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """`asyncio.open_connection`, with the socket from `connect()`.
+
+        With `ssl` and no `server_hostname`, the name verified is `host`, as in asyncio.
+        `timeout` bounds resolution, bind and connect; `ssl_handshake_timeout` the TLS
+        handshake. Raises what `connect()` raises, and TLS errors; the lease is back by then.
+        """
+        name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)
+        sock = await self.connect(host, port, timeout=timeout)
+        try:
+            return await asyncio.open_connection(
+                sock=sock,
+                limit=limit,
+                ssl=ssl,
+                server_hostname=name,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], _P],
+        host: str,
+        port: int,
+        *,
+        ssl: _ssl.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, _P]:
+        """`loop.create_connection`, with the socket from `connect()`. See `open_connection`."""
+        if not callable(protocol_factory):
+            raise ConfigurationError(f"protocol_factory must be callable, not {protocol_factory!r}")
+        name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)
+        sock = await self.connect(host, port, timeout=timeout)
+        try:
+            loop = asyncio.get_running_loop()
+            transport, protocol = await loop.create_connection(
+                protocol_factory,
+                sock=sock,
+                ssl=ssl,
+                server_hostname=name,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return transport, protocol
+
+    async def _connect(self, host: str, port: int) -> PooledSocket:
+        loop = asyncio.get_running_loop()
+        targets = await _resolve.resolve(loop, host, port)
+        if len(targets) == 1 and targets[0][0] in self._families:  # the common case
+            return await self._dial(loop, *targets[0])
+        usable = [target for target in targets if target[0] in self._families]
+        if not usable:
+            families = sorted({_FAMILY_NAMES.get(t[0], str(t[0])) for t in targets})
+            raise ConfigurationError(
+                f"{host} has {' and '.join(families) or 'no'} addresses only, but the "
+                f"pool's sources are {', '.join(self._config.sources)}: add a source of "
+                "that family"
+            )
+        errors: list[OSError] = []
+        for target in usable:  # in the resolver's order, as asyncio does
+            try:
+                return await self._dial(loop, *target)
+            except OSError as exc:
+                errors.append(exc)
+        if len({str(e) for e in errors}) == 1:
+            raise errors[0]
+        raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+
+    async def _dial(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        family: int,
+        address: _resolve.Address,
+        key: tuple[str, int],
+    ) -> PooledSocket:
+        """The retry policy: another port after a clash, at most `max_attempts` tries."""
+        table = self._table
+        clash: _connector.Clash | None = None
+        for attempts in range(self._config.max_attempts):
+            claim = table.acquire(key, family)
+            if claim is None:
+                raise self._exhaustion(key, family, attempts, clash)
+            try:
+                sock = await _connector.attempt(loop, family, claim.source, claim.port, address)
+            except _connector.Clash as exc:
+                if exc.at_bind:
+                    table.port_in_use(claim)
+                else:
+                    table.clashed(claim)
+                self._retries += 1
+                clash = exc
+                continue
+            except BaseException:
+                self._give_back(claim)
+                raise
+            sock._adopt(claim, self)
+            self._connects += 1
+            return sock
+        raise self._exhaustion(key, family, self._config.max_attempts, clash)
+
+    def _exhaustion(
+        self,
+        key: tuple[str, int],
+        family: int,
+        attempts: int,
+        clash: _connector.Clash | None,
+    ) -> PortsExhausted:
+        self._exhausted += 1
+        error = PortsExhausted(key, self._families[family], attempts)
+        error.__cause__ = clash.error if clash is not None else None
+        return error
+
+    def _give_back(self, claim: Claim) -> None:
+        """A lease ends: its 4-tuple starts cooling, then the hook hears of it."""
+        self._table.release(claim)
+        if self._on_release is not None:
+            lease = Lease(claim.source, claim.port, claim.destination)
+            try:
+                self._on_release(lease)
+            except Exception:
+                # It may run inside close() or a finalizer: report, never propagate.
+                _log.exception("on_release hook failed for %s", lease)
+
+    # -- the rest of the surface ---------------------------------------------------------------
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot: live leases, footprint, cooling 4-tuples, counters, per source."""
+        sources = self._table.statistics()
+        return PoolStatistics(
+            in_use=sum(s.in_use for s in sources.values()),
+            footprint=sum(s.footprint for s in sources.values()),
+            cooling=sum(s.cooling for s in sources.values()),
+            connects=self._connects,
+            retries=self._retries,
+            exhausted=self._exhausted,
+            sources=MappingProxyType(sources),
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True after `aclose()`."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Refuse new connections (`PoolClosed`); open ones stay open and still release."""
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        stats = self._table.statistics().values()
+        state = "closed" if self._closed else "open"
+        return (
+            f"<bindpool.Pool {state} sources={list(self._config.sources)} "
+            f"ports={len(self._config.ports)} in_use={sum(s.in_use for s in stats)} "
+            f"footprint={sum(s.footprint for s in stats)}>"
+        )

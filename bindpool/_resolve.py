@@ -1,0 +1,53 @@
+"""Destinations: from (host, port) to the addresses to try, each with its table key.
+
+An IP literal is parsed once and cached: no getaddrinfo, no thread, no allocation on a hit
+(uvloop would otherwise send even numeric hosts to its resolver thread pool). A name goes to
+the running loop's `getaddrinfo`, which never blocks the loop, on every call, as asyncio does.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Address", "Target", "resolve"]
+
+# What connect() takes: (ip, port), or for IPv6 from getaddrinfo (ip, port, flowinfo, scope).
+Address = tuple[str, int] | tuple[str, int, int, int]
+# (family, address to connect to, table key: the canonical (ip, port))
+Target = tuple[int, Address, tuple[str, int]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal(host: str, port: int) -> tuple[Target, ...] | None:
+    if "%" in host:  # a scoped IPv6 literal: getaddrinfo turns the zone into a scope id
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    key = (str(ip), port)
+    return ((socket.AF_INET6 if ip.version == 6 else socket.AF_INET, key, key),)
+
+
+async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tuple[Target, ...]:
+    """The addresses for `host`, in the resolver's order, without duplicates.
+
+    Raises:
+        socket.gaierror: the name does not resolve.
+    """
+    targets = _literal(host, port)
+    if targets is not None:
+        return targets
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    seen: dict[tuple[str, int], Target] = {}
+    for family, _, _, _, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            key = (str(sockaddr[0]), int(sockaddr[1]))
+            seen.setdefault(key, (family, sockaddr, key))  # type: ignore[arg-type]
+    return tuple(seen.values())

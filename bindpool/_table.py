@@ -1,0 +1,432 @@
+"""The port table: which (source, port, destination) 4-tuples are live, resting or free.
+
+Theory of operation
+-------------------
+TCP needs only the 4-tuple (source IP, source port, destination IP, destination port) to be
+unique. A socket bound before `connect()` gets its port at `bind()`, when the kernel does
+not know the destination yet, so every destination shares one set of ports per source IP.
+This table makes the choice per destination instead; the connector then binds that exact
+port with SO_REUSEADDR and the kernel checks the whole 4-tuple at `connect()`
+(FIELD-NOTES.md, "Kernel rules that shape the design"). The module is pure: no sockets, no
+asyncio, an injected clock and random source. It is not thread-safe: one pool, one thread.
+
+Ranks. Each source shuffles its ports once into a random order; a port's place in that order
+is its *rank*. Every destination fills ranks first-fit, block by block. Because all
+destinations walk the same order they crowd onto the same ports, so the ports bound at once
+(the *footprint*) stay close to the busiest destination's live connections, not their sum.
+That matters beyond this process: the kernel skips every explicitly bound port in other
+programs' automatic port pick, for as long as the binding (and its TIME_WAIT) lasts.
+
+Blocks. A destination keeps one int per block of 30 ranks (a single CPython digit, so bit
+operations stay cheap) with a bit set for each rank it cannot take now, and one summary int
+with a bit per full block. A pick is: lowest zero bit of the summary, then a free bit in that
+block's word: a few int operations at any occupancy, up to the last free port. Inside the
+block the pick prefers ranks another destination already keeps bound (the source's `bound`
+words) and starts at a random bit, so choices are neither sequential nor predictable.
+
+States. For one destination a rank is free, *live* (a claim holds it), *cooling* (released
+less than `cooldown` seconds ago), or *held* (the kernel reported the 4-tuple taken elsewhere,
+EADDRNOTAVAIL at connect, or the port unusable on the source, EADDRINUSE at bind; for `hold`
+seconds). All but free set the rank's bit. When no rank is free the table hands out the
+destination's oldest cooling rank: churn to one destination is never capped by the
+cool-down, the kernel decides, and a clash moves on. A port found unusable is also *blocked*
+on its source, so other destinations skip it without asking the kernel again.
+
+Memory. A destination's words reach only its highest used block, and a destination with
+nothing live, cooling or held is dropped, so an idle destination costs nothing and a busy one
+about a bit per rank it uses, plus one `Claim` per live lease.
+
+Time. A destination expires its own cooling and held entries whenever it is used. Wake-ups,
+rounded up to whole seconds and kept one per destination and second, sweep destinations
+nobody asks for, so their memory comes back too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from bindpool._types import SourceStatistics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+__all__ = ["BLOCK", "HOLD", "Claim", "Destination", "PortTable"]
+
+Destination = tuple[str, int]
+
+BLOCK = 30  # ranks per word: one CPython digit (30 bits), so word arithmetic stays cheap
+FULL = (1 << BLOCK) - 1
+# How long a 4-tuple the kernel reported taken elsewhere, or a port it reported unusable,
+# rests before it is tried again: TCP_TIMEWAIT_LEN, the longest a closed connection by
+# someone else keeps its 4-tuple.
+HOLD = 60.0
+
+
+class Claim:
+    """One 4-tuple handed out by the table, live until released, clashed or refused.
+
+    Attributes:
+        port: the source port to bind.
+        live: True until the table takes the claim back.
+    """
+
+    __slots__ = ("_dest", "_source", "live", "port", "rank")
+
+    def __init__(self, source: _Source, dest: _Dest, rank: int) -> None:
+        self._source = source
+        self._dest = dest
+        self.rank = rank
+        self.port = source.ports[rank]
+        self.live = True
+
+    @property
+    def source(self) -> str:
+        """The source IP to bind."""
+        return self._source.address
+
+    @property
+    def destination(self) -> Destination:
+        """The destination `(ip, port)` this 4-tuple is for."""
+        return self._dest.key
+
+    def __repr__(self) -> str:
+        state = "live" if self.live else "returned"
+        return f"<Claim {self.source}:{self.port} -> {self.destination} {state}>"
+
+
+class _Dest:
+    """What one source keeps for one destination."""
+
+    __slots__ = ("cooling", "full", "held", "key", "live", "source", "wake", "words")
+
+    def __init__(self, source: _Source, key: Destination) -> None:
+        self.source = source
+        self.key = key
+        self.words: list[int] = []  # per block: bit set = rank not free for this destination
+        self.full = 0  # bit b set = words[b] is FULL
+        self.live = 0
+        # Created on first use: an empty deque alone costs ~600 bytes.
+        self.cooling: deque[tuple[float, int]] | None = None  # (expiry, rank), oldest first
+        self.held: list[tuple[float, int]] | None = None  # heap of (until, rank)
+        self.wake = -math.inf  # latest wake-up scheduled for this destination
+
+    def resting(self) -> int:
+        return (len(self.cooling) if self.cooling else 0) + (len(self.held) if self.held else 0)
+
+
+class _Source:
+    """One source IP: its ranks, which of them are bound, and its destinations."""
+
+    __slots__ = (
+        "address",
+        "blocked",
+        "blocks",
+        "bound",
+        "dests",
+        "footprint",
+        "in_use",
+        "pad",
+        "ports",
+        "rank_of",
+        "refs",
+        "size",
+    )
+
+    def __init__(self, address: str, ports: Sequence[int], rng: random.Random) -> None:
+        order = sorted(set(ports))
+        rng.shuffle(order)
+        self.address = address
+        self.ports = tuple(order)
+        self.rank_of = {port: rank for rank, port in enumerate(order)}
+        self.size = len(order)
+        self.blocks = -(-self.size // BLOCK)
+        tail = self.size - (self.blocks - 1) * BLOCK
+        self.pad = FULL & ~((1 << tail) - 1)  # the last word's ranks past the range end
+        self.refs = [0] * self.size  # live claims per rank, all destinations
+        self.bound = [0] * self.blocks  # per block: bit set = rank has a live claim
+        self.footprint = 0  # ranks with refs > 0
+        self.in_use = 0
+        self.blocked: dict[int, float] = {}  # rank -> until (EADDRINUSE at bind)
+        self.dests: dict[Destination, _Dest] = {}
+
+    def initial_word(self, block: int) -> int:
+        return self.pad if block == self.blocks - 1 else 0
+
+
+class PortTable:
+    """Per source IP, which (port, destination) pairs are live, cooling, held or free.
+
+    Args:
+        sources: source IP (canonical text) -> the ports it may use. IPv6 if it has a colon.
+        cooldown: seconds a released (source, port, destination) rests, see module docs.
+        hold: seconds a 4-tuple or port the kernel refused rests before it is tried again.
+        clock: monotonic seconds.
+        rng: random source, for the shuffle and the pick (seed it in tests).
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, Iterable[int]],
+        *,
+        cooldown: float,
+        hold: float = HOLD,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        rng = rng if rng is not None else random.Random()
+        self._cooldown = cooldown
+        self._hold = hold
+        self._clock = clock
+        self._random = rng.random
+        self._sources = {ip: _Source(ip, list(ports), rng) for ip, ports in sources.items()}
+        self._families: dict[int, list[_Source]] = {}
+        for source in self._sources.values():
+            family = socket.AF_INET6 if ":" in source.address else socket.AF_INET
+            self._families.setdefault(family, []).append(source)
+        self._wakeups: list[tuple[float, int, _Dest]] = []
+        self._order = itertools.count()  # tie-breaker for wake-ups due at the same second
+        self._turn = 0  # where the next multi-source choice starts, so ties rotate
+
+    # -- the four calls the connector's retry policy makes --------------------------------
+
+    def acquire(self, destination: Destination, family: int) -> Claim | None:
+        """A 4-tuple for `destination` on a source of `family`, or None if none is left.
+
+        A free rank on the source with the most room for the destination; only when no
+        source has one, the destination's oldest cooling 4-tuple. Never one that is live,
+        held or blocked for it.
+        """
+        now = self._clock()
+        if self._wakeups and self._wakeups[0][0] <= now:
+            self._sweep(now)
+        sources = self._families.get(family)
+        if not sources:
+            return None
+        if len(sources) > 1:
+            sources = self._by_room(sources, destination)
+        for source in sources:
+            dest = source.dests.get(destination)
+            if dest is None:
+                dest = source.dests[destination] = _Dest(source, destination)
+            elif (dest.cooling and dest.cooling[0][0] <= now) or (
+                dest.held and dest.held[0][0] <= now
+            ):
+                self._expire_entries(dest, now)  # not _expire: that may drop `dest`
+            rank = self._pick_free(source, dest, now)
+            if rank is not None:
+                return self._claim(source, dest, rank)
+            self._drop_if_idle(dest)
+        return self._oldest_cooling(sources, destination, now)
+
+    def release(self, claim: Claim) -> None:
+        """The claim's connection ended (or was given up): its 4-tuple starts cooling."""
+        dest = self._give_back(claim)
+        if self._cooldown > 0:
+            expiry = self._clock() + self._cooldown
+            if dest.cooling is None:
+                dest.cooling = deque()
+            dest.cooling.append((expiry, claim.rank))
+            self._schedule(dest, expiry)
+        else:
+            self._clear(dest, claim.rank)
+            self._drop_if_idle(dest)
+
+    def clashed(self, claim: Claim) -> None:
+        """connect() said EADDRNOTAVAIL: someone else holds this 4-tuple. Hold it a while."""
+        dest = self._give_back(claim)
+        self._hold_rank(dest, claim.rank, self._clock() + self._hold)
+
+    def port_in_use(self, claim: Claim) -> None:
+        """bind() said EADDRINUSE: the port is unusable on this source for a while.
+
+        A listener, or a socket without SO_REUSEADDR, holds it; no destination can use it.
+        """
+        dest = self._give_back(claim)
+        until = self._clock() + self._hold
+        dest.source.blocked[claim.rank] = until
+        self._hold_rank(dest, claim.rank, until)
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def addresses(self, family: int) -> list[str]:
+        """The source IPs of one address family, in the order given."""
+        return [source.address for source in self._families.get(family, ())]
+
+    def statistics(self) -> dict[str, SourceStatistics]:
+        """Exact per-source figures: expires everything that is due first."""
+        now = self._clock()
+        figures = {}
+        for source in self._sources.values():
+            for dest in list(source.dests.values()):
+                self._expire(dest, now)
+            for rank, until in list(source.blocked.items()):
+                if until <= now:
+                    del source.blocked[rank]
+            dests = source.dests.values()
+            figures[source.address] = SourceStatistics(
+                ports=source.size,
+                in_use=source.in_use,
+                footprint=source.footprint,
+                cooling=sum(len(d.cooling) for d in dests if d.cooling),
+                held=sum(len(d.held) for d in dests if d.held),
+                blocked=len(source.blocked),
+                destinations=len(source.dests),
+            )
+        return figures
+
+    # -- picking -----------------------------------------------------------------------------
+
+    def _by_room(self, sources: list[_Source], key: Destination) -> list[_Source]:
+        """Sources by room for `key`, most first; equal room in turn, so ties rotate."""
+        start = self._turn = (self._turn + 1) % len(sources)
+        rotated = sources[start:] + sources[:start]
+
+        def room(source: _Source) -> int:
+            dest = source.dests.get(key)
+            return source.size if dest is None else source.size - dest.live - dest.resting()
+
+        return sorted(rotated, key=room, reverse=True)  # stable: ties keep rotated order
+
+    def _claim(self, source: _Source, dest: _Dest, rank: int) -> Claim:
+        dest.live += 1
+        source.in_use += 1
+        if not source.refs[rank]:
+            source.bound[rank // BLOCK] |= 1 << (rank % BLOCK)
+            source.footprint += 1
+        source.refs[rank] += 1
+        return Claim(source, dest, rank)
+
+    def _pick_free(self, source: _Source, dest: _Dest, now: float) -> int | None:
+        """Mark and return a free rank for `dest` from its lowest block with one, or None."""
+        words = dest.words
+        while True:
+            full = dest.full
+            block = (~full & (full + 1)).bit_length() - 1  # lowest block with a free rank
+            if block >= source.blocks:
+                return None
+            if block == len(words):
+                words.append(source.initial_word(block))
+            word = words[block]
+            free = ~word & FULL
+            candidates = free & source.bound[block] or free  # already bound: no new footprint
+            # The first candidate at or after a random bit, so picks are not sequential.
+            turn = int(self._random() * BLOCK)
+            rotated = ((candidates >> turn) | (candidates << (BLOCK - turn))) & FULL
+            bit = (rotated & -rotated).bit_length() - 1 + turn
+            if bit >= BLOCK:
+                bit -= BLOCK
+            word |= 1 << bit
+            words[block] = word
+            if word == FULL:
+                dest.full = full | (1 << block)
+            rank = block * BLOCK + bit
+            if source.blocked:
+                until = source.blocked.get(rank)
+                if until is not None:
+                    if until > now:  # unusable on this source: rest it here too, pick again
+                        self._hold_rank(dest, rank, until)
+                        continue
+                    del source.blocked[rank]
+            return rank
+
+    def _oldest_cooling(self, sources: list[_Source], key: Destination, now: float) -> Claim | None:
+        """Nothing is free: the oldest cooling 4-tuple that is not blocked, on any source.
+
+        Its rank stays marked: it goes from cooling straight to live.
+        """
+        best: tuple[float, int, _Source, _Dest] | None = None
+        for source in sources:
+            dest = source.dests.get(key)
+            if dest is None:
+                continue
+            blocked = source.blocked
+            for index, (expiry, rank) in enumerate(dest.cooling or ()):
+                if blocked and blocked.get(rank, -math.inf) > now:
+                    continue
+                if best is None or expiry < best[0]:
+                    best = (expiry, index, source, dest)
+                break  # the rest of this deque is younger
+        if best is None:
+            return None
+        _, index, source, dest = best
+        cooling = dest.cooling
+        assert cooling is not None
+        rank = cooling[index][1]
+        if index:
+            del cooling[index]
+        else:
+            cooling.popleft()
+        return self._claim(source, dest, rank)
+
+    # -- giving back ---------------------------------------------------------------------------
+
+    def _give_back(self, claim: Claim) -> _Dest:
+        """End a claim: the rank stays marked for its destination; the caller says how."""
+        if not claim.live:
+            raise RuntimeError(f"{claim!r} was already given back")
+        claim.live = False
+        source, dest, rank = claim._source, claim._dest, claim.rank
+        dest.live -= 1
+        source.in_use -= 1
+        refs = source.refs[rank] - 1
+        source.refs[rank] = refs
+        if not refs:
+            source.bound[rank // BLOCK] ^= 1 << (rank % BLOCK)
+            source.footprint -= 1
+        return dest
+
+    def _hold_rank(self, dest: _Dest, rank: int, until: float) -> None:
+        if dest.held is None:
+            dest.held = []
+        heapq.heappush(dest.held, (until, rank))
+        self._schedule(dest, until)
+
+    def _clear(self, dest: _Dest, rank: int) -> None:
+        """The rank is free for `dest` again."""
+        block = rank // BLOCK
+        words = dest.words
+        word = words[block]
+        if word == FULL:
+            dest.full ^= 1 << block
+        words[block] = word ^ (1 << (rank % BLOCK))
+        # Trim words back to their initial value at the top, so memory follows use.
+        while words and words[-1] == dest.source.initial_word(len(words) - 1):
+            words.pop()
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def _expire(self, dest: _Dest, now: float) -> None:
+        self._expire_entries(dest, now)
+        self._drop_if_idle(dest)
+
+    def _expire_entries(self, dest: _Dest, now: float) -> None:
+        cooling, held = dest.cooling, dest.held
+        while cooling and cooling[0][0] <= now:
+            self._clear(dest, cooling.popleft()[1])
+        while held and held[0][0] <= now:
+            self._clear(dest, heapq.heappop(held)[1])
+
+    def _drop_if_idle(self, dest: _Dest) -> None:
+        if not dest.live and not dest.cooling and not dest.held:
+            dests = dest.source.dests
+            if dests.get(dest.key) is dest:  # a wake-up may outlive its destination
+                del dests[dest.key]
+
+    def _schedule(self, dest: _Dest, when: float) -> None:
+        """Make sure `dest` is swept at or after `when`, even if nobody asks for it."""
+        wake = float(math.ceil(when))
+        if wake > dest.wake:  # the later wake-up already covers anything due before it
+            dest.wake = wake
+            heapq.heappush(self._wakeups, (wake, next(self._order), dest))
+
+    def _sweep(self, now: float) -> None:
+        wakeups = self._wakeups
+        while wakeups and wakeups[0][0] <= now:
+            self._expire(heapq.heappop(wakeups)[2], now)

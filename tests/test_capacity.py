@@ -1,0 +1,75 @@
+"""Real sockets on loopback: one source, a small range R, D listeners -> R x D connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+import bindpool
+from tests.conftest import DEST, SOURCE
+
+R, D = 50, 4
+
+
+async def test_holds_range_times_destinations_then_exhausts_then_recovers(
+    port_block: Callable[[int], range],
+    sinks: Callable[[int], Awaitable[list[tuple[str, int]]]],
+) -> None:
+    destinations = await sinks(D)
+    pool = bindpool.Pool([SOURCE], ports=port_block(R))
+    socks = [await pool.connect(DEST, port) for _, port in destinations for _ in range(R)]
+    stats = pool.statistics()
+    assert (stats.in_use, stats.footprint, stats.connects) == (R * D, R, R * D)
+    four_tuples = {(s.getsockname(), s.getpeername()) for s in socks}
+    assert len(four_tuples) == R * D
+    assert {s.getsockname()[0] for s in socks} == {SOURCE}
+
+    with pytest.raises(bindpool.PortsExhausted) as info:
+        async with asyncio.timeout(10):  # a hang guard, not a speed claim
+            await pool.connect(DEST, destinations[0][1])
+    assert info.value.errno == 99
+    assert info.value.destination == (DEST, destinations[0][1])
+    assert SOURCE in str(info.value)
+    assert pool.statistics().exhausted == 1
+
+    for sock in socks:
+        sock.close()
+    assert pool.statistics().in_use == 0
+    await asyncio.sleep(0.05)  # the servers see EOF and close: our side goes to TIME_WAIT
+    again = [await pool.connect(DEST, port) for _, port in destinations]  # cool-down fallback
+    assert pool.statistics().in_use == D
+    for sock in again:
+        sock.close()
+
+
+async def test_churn_past_the_range_to_one_destination(
+    port_block: Callable[[int], range],
+    sinks: Callable[[int], Awaitable[list[tuple[str, int]]]],
+    released: list[bindpool.Lease],
+) -> None:
+    """Ten times more short connections than ports, cool-down at its default of 60 s."""
+    ((_, port),) = await sinks(1)
+    pool = bindpool.Pool([SOURCE], ports=port_block(20), on_release=released.append)
+    for _ in range(200):
+        sock = await pool.connect(DEST, port)
+        sock.close()
+    stats = pool.statistics()
+    assert (stats.connects, stats.in_use, stats.exhausted) == (200, 0, 0)
+    assert stats.cooling == 20
+    assert len(released) == 200
+
+
+async def test_cooldown_keeps_a_quiet_pool_off_recent_tuples(
+    port_block: Callable[[int], range],
+    listeners: Callable[[int], list[tuple[str, int]]],
+) -> None:
+    ((_, port),) = listeners(1)
+    pool = bindpool.Pool([SOURCE], ports=port_block(10))
+    used = []
+    for _ in range(10):
+        sock = await pool.connect(DEST, port)
+        used.append(sock.getsockname()[1])
+        sock.close()
+    assert len(set(used)) == 10  # each released port rests while another is free
