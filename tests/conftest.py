@@ -162,7 +162,7 @@ class Servers:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
-            self._tasks.add(task)  # type: ignore[arg-type]
+            self._tasks.add(task)
             self._writers.add(writer)
             try:
                 await handler(reader, writer)
@@ -171,7 +171,7 @@ class Servers:
             finally:
                 writer.close()
                 self._writers.discard(writer)
-                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._tasks.discard(task)
 
         server = await asyncio.start_server(serve, DEST, 0, ssl=tls, backlog=4096)
         self._servers.append(server)
