@@ -73,21 +73,36 @@ async def no_stray_tasks() -> AsyncIterator[None]:
 # -- ports and peers ---------------------------------------------------------------------------
 
 
+_handed_out: set[int] = set()  # blocks never repeat within one test run
+
+
+def _free_on_source(port: int) -> bool:
+    """Nothing holds `port` on SOURCE, not even TIME_WAIT: an exclusive bind works.
+
+    A socket that was only bound, never connected, leaves nothing behind when closed."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((SOURCE, port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture
 def port_block() -> Callable[[int], range]:
-    """A block of source ports below the ephemeral range, fresh for each call.
+    """A block of source ports below the ephemeral range, free now and new to this run.
 
     Below 32768 the kernel's own automatic picks never land, so the test controls the block.
     """
-    used: set[int] = set()
 
     def block(size: int) -> range:
-        while True:
+        for _ in range(1000):
             start = random.randrange(10000, 32000 - size)
             candidate = range(start, start + size)
-            if not used.intersection(candidate):
-                used.update(candidate)
+            if not _handed_out.intersection(candidate) and all(map(_free_on_source, candidate)):
+                _handed_out.update(candidate)
                 return candidate
+        raise RuntimeError(f"no free block of {size} ports on {SOURCE}")
 
     return block
 
@@ -158,7 +173,9 @@ class Servers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[str, int]:
+    async def start(
+        self, handler: Handler, tls: ssl.SSLContext | None = None, host: str = DEST
+    ) -> tuple[str, int]:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
@@ -173,10 +190,10 @@ class Servers:
                 self._writers.discard(writer)
                 self._tasks.discard(task)
 
-        server = await asyncio.start_server(serve, DEST, 0, ssl=tls, backlog=4096)
+        server = await asyncio.start_server(serve, host, 0, ssl=tls, backlog=4096)
         self._servers.append(server)
-        address: tuple[str, int] = server.sockets[0].getsockname()
-        return address
+        ip, port = server.sockets[0].getsockname()[:2]
+        return ip, port
 
     async def close(self) -> None:
         for server in self._servers:

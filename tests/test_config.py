@@ -1,0 +1,207 @@
+"""Bad input: a typed error with a message that says what to fix, and nothing leaked.
+
+Construction errors are `ConfigurationError` (a `BindPoolError` and a `ValueError`). Per-call
+errors are raised before any port is taken or socket opened: no lease, no file descriptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import bindpool
+from tests.conftest import DEST, SOURCE
+
+
+@pytest.fixture
+def no_fd_leak() -> Iterator[None]:
+    before = set(os.listdir("/proc/self/fd"))
+    yield
+    assert set(os.listdir("/proc/self/fd")) <= before, "file descriptors left open"
+
+
+CONSTRUCTION: list[tuple[dict[str, Any], str]] = [
+    ({"sources": []}, "sources is empty"),
+    ({"sources": "127.0.0.2"}, "not one string"),
+    ({"sources": 42}, "iterable of IP strings"),
+    ({"sources": [b"127.0.0.2"]}, "must be a str"),
+    ({"sources": ["localhost"]}, "not a numeric IP address"),
+    ({"sources": ["192.0.2.77"]}, "not an address of this host"),
+    ({"sources": ["0.0.0.0"]}, "not a unicast address"),
+    ({"sources": ["::"]}, "not a unicast address"),
+    ({"sources": ["224.0.0.1"]}, "not a unicast address"),
+    ({"sources": ["::ffff:127.0.0.2"]}, "IPv4-mapped"),
+    ({"ports": []}, "ports is empty"),
+    ({"ports": range(0)}, "ports is empty"),
+    ({"ports": [0]}, "outside 1-65535"),
+    ({"ports": range(65530, 65540)}, "outside 1-65535"),
+    ({"ports": [-1]}, "outside 1-65535"),
+    ({"ports": ["80"]}, "must hold ints"),
+    ({"ports": [True]}, "must hold ints"),
+    ({"ports": "8080"}, "range or iterable of ints"),
+    ({"ports": 8080}, "range or iterable of ints"),
+    ({"max_attempts": 0}, "max_attempts must be an int >= 1"),
+    ({"max_attempts": -3}, "max_attempts must be an int >= 1"),
+    ({"max_attempts": 2.5}, "max_attempts must be an int >= 1"),
+    ({"max_attempts": True}, "max_attempts must be an int >= 1"),
+    ({"cooldown": -1}, "cooldown must be a finite number >= 0"),
+    ({"cooldown": math.nan}, "cooldown must be a finite number >= 0"),
+    ({"cooldown": math.inf}, "cooldown must be a finite number >= 0"),
+    ({"cooldown": "60"}, "cooldown must be a number"),
+    ({"on_release": "print"}, "on_release must be callable"),
+    ({"shard": (0, 0)}, "count >= 1"),
+    ({"shard": (2, 2)}, "0 <= index < count"),
+    ({"shard": (-1, 2)}, "0 <= index < count"),
+    ({"shard": [0, 2]}, r"tuple \(index, count\)"),
+    ({"shard": (0, 11)}, "a shard would be empty"),
+    ({"strategy": "fast"}, "strategy must be 'table' or 'kernel'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    CONSTRUCTION,
+    ids=[",".join(f"{k}={v!r}" for k, v in kwargs.items()) for kwargs, _ in CONSTRUCTION],
+)
+def test_construction_rejects(kwargs: dict[str, Any], message: str, no_fd_leak: None) -> None:
+    arguments: dict[str, Any] = {"sources": [SOURCE], "ports": range(40000, 40010)}
+    arguments.update(kwargs)
+    sources = arguments.pop("sources")
+    with pytest.raises(bindpool.ConfigurationError, match=message) as info:
+        bindpool.Pool(sources, **arguments)
+    assert isinstance(info.value, bindpool.BindPoolError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_sources_are_canonical_and_deduplicated() -> None:
+    pool = bindpool.Pool(["127.0.0.2", "0:0:0:0:0:0:0:1", "127.0.0.2"], ports=[40000])
+    assert list(pool.statistics().sources) == ["127.0.0.2", "::1"]
+
+
+def test_default_ports_follow_the_host() -> None:
+    from bindpool import _host
+
+    pool = bindpool.Pool([SOURCE])
+    expected = _host.reserved_ports() or _host.ephemeral_range()
+    assert pool.statistics().sources[SOURCE].ports == len(set(expected))
+
+
+def test_shards_split_the_ports_into_disjoint_covering_slices() -> None:
+    ports = range(40000, 40010)
+    slices = [bindpool.Pool([SOURCE], ports=ports, shard=(i, 3))._config.ports for i in range(3)]
+    assert [len(s) for s in slices] == [4, 3, 3]
+    assert sorted(p for s in slices for p in s) == list(ports)
+
+
+def test_kernel_strategy_is_refused_until_it_exists() -> None:
+    with pytest.raises(bindpool.ConfigurationError, match="not available yet"):
+        bindpool.Pool([SOURCE], strategy="kernel")
+
+
+# -- per call -----------------------------------------------------------------------------------
+
+Call = Callable[[Any], Any]  # Any: these calls break the types on purpose
+PER_CALL: list[tuple[str, Call, type[BaseException], str]] = [
+    ("port 0", lambda p: p.connect(DEST, 0), bindpool.ConfigurationError, "1-65535"),
+    ("port 70000", lambda p: p.connect(DEST, 70000), bindpool.ConfigurationError, "1-65535"),
+    ("port str", lambda p: p.connect(DEST, "80"), bindpool.ConfigurationError, "1-65535"),
+    ("host None", lambda p: p.connect(None, 80), bindpool.ConfigurationError, "non-empty str"),
+    ("host empty", lambda p: p.connect("", 80), bindpool.ConfigurationError, "non-empty str"),
+    (
+        "negative timeout",
+        lambda p: p.connect(DEST, 80, timeout=-1),
+        bindpool.ConfigurationError,
+        ">= 0 seconds",
+    ),
+    (
+        "nan timeout",
+        lambda p: p.connect(DEST, 80, timeout=math.nan),
+        bindpool.ConfigurationError,
+        ">= 0 seconds",
+    ),
+    (
+        "family mismatch",
+        lambda p: p.connect("::1", 80),
+        bindpool.ConfigurationError,
+        r"IPv6 addresses only.*127\.0\.0\.2",
+    ),
+    (
+        "unresolvable name",
+        lambda p: p.connect("no-such-host.invalid", 80),
+        socket.gaierror,
+        r"\[Errno -\d+\]",  # EAI_NONAME, or EAI_AGAIN where no resolver answers
+    ),
+    (
+        "server_hostname without ssl",
+        lambda p: p.open_connection(DEST, 80, server_hostname="x"),
+        bindpool.ConfigurationError,
+        "only meaningful with ssl",
+    ),
+    (
+        "handshake timeout without ssl",
+        lambda p: p.open_connection(DEST, 80, ssl_handshake_timeout=1),
+        bindpool.ConfigurationError,
+        "only meaningful with ssl",
+    ),
+    (
+        "ssl with no name to verify",
+        lambda p: p.open_connection(DEST, 80, ssl=ssl.create_default_context(), server_hostname=""),
+        bindpool.ConfigurationError,
+        "server_hostname is empty",
+    ),
+    (
+        "ssl not a context",
+        lambda p: p.open_connection(DEST, 80, ssl="yes"),
+        bindpool.ConfigurationError,
+        "ssl must be",
+    ),
+    (
+        "protocol factory not callable",
+        lambda p: p.create_connection(None, DEST, 80),
+        bindpool.ConfigurationError,
+        "protocol_factory must be callable",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [row[1:] for row in PER_CALL],
+    ids=[row[0] for row in PER_CALL],
+)
+async def test_call_rejects_before_taking_anything(
+    call: Call,
+    error: type[BaseException],
+    message: str,
+    released: list[bindpool.Lease],
+    no_fd_leak: None,
+) -> None:
+    pool = bindpool.Pool([SOURCE], ports=range(40000, 40010), on_release=released.append)
+    with pytest.raises(error, match=message):
+        await call(pool)
+    stats = pool.statistics()
+    assert (stats.in_use, stats.connects, stats.retries, stats.exhausted) == (0, 0, 0, 0)
+    assert released == []
+
+
+async def test_closed_pool(released: list[bindpool.Lease], no_fd_leak: None) -> None:
+    pool = bindpool.Pool([SOURCE], ports=range(40000, 40010), on_release=released.append)
+    await pool.aclose()
+    await pool.aclose()  # idempotent
+    for call in (
+        pool.connect(DEST, 80),
+        pool.open_connection(DEST, 80),
+        pool.create_connection(asyncio.Protocol, DEST, 80),
+    ):
+        with pytest.raises(bindpool.PoolClosed) as info:
+            await call
+        assert isinstance(info.value, RuntimeError)
+    assert released == []
+    assert "closed" in repr(pool)
