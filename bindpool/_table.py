@@ -33,8 +33,9 @@ cool-down, the kernel decides, and a clash moves on. A port found unusable is al
 on its source, so other destinations skip it without asking the kernel again.
 
 Memory. A destination's words reach only its highest used block, and a destination with
-nothing live, cooling or held is dropped, so an idle destination costs nothing and a busy one
-about a bit per rank it uses, plus one `Claim` per live lease.
+nothing live, cooling or held is dropped (at its next wake-up, within two seconds), so an idle
+destination costs nothing and a busy one about a bit per rank it uses, plus one `Claim` per
+live lease.
 
 Time. A destination expires its own cooling and held entries whenever it is used. Wake-ups,
 rounded up to whole seconds and kept one per destination and second, sweep destinations
@@ -130,8 +131,6 @@ class _Source:
         "blocks",
         "bound",
         "dests",
-        "footprint",
-        "in_use",
         "pad",
         "ports",
         "rank_of",
@@ -151,8 +150,6 @@ class _Source:
         self.pad = FULL & ~((1 << tail) - 1)  # the last word's ranks past the range end
         self.refs = [0] * self.size  # live claims per rank, all destinations
         self.bound = [0] * self.blocks  # per block: bit set = rank has a live claim
-        self.footprint = 0  # ranks with refs > 0
-        self.in_use = 0
         self.blocked: dict[int, float] = {}  # rank -> until (EADDRINUSE at bind)
         self.dests: dict[Destination, _Dest] = {}
 
@@ -184,7 +181,7 @@ class PortTable:
         self._cooldown = cooldown
         self._hold = hold
         self._clock = clock
-        self._random = rng.random
+        self._random_bits = rng.getrandbits
         self._sources = {ip: _Source(ip, list(ports), rng) for ip, ports in sources.items()}
         self._families: dict[int, list[_Source]] = {}
         for source in self._sources.values():
@@ -221,9 +218,20 @@ class PortTable:
                 self._expire_entries(dest, now)  # not _expire: that may drop `dest`
             rank = self._pick_free(source, dest, now)
             if rank is not None:
-                return self._claim(source, dest, rank)
-            self._drop_if_idle(dest)
-        return self._oldest_cooling(sources, destination, now)
+                break
+            if not dest.cooling:
+                self._drop_if_idle(dest)
+        else:
+            found = self._oldest_cooling(sources, destination, now)
+            if found is None:
+                return None
+            source, dest, rank = found
+        dest.live += 1
+        refs = source.refs
+        if not refs[rank]:
+            source.bound[rank // BLOCK] |= 1 << (rank % BLOCK)
+        refs[rank] += 1
+        return Claim(source, dest, rank)
 
     def release(self, claim: Claim) -> None:
         """The claim's connection ended (or was given up): its 4-tuple starts cooling."""
@@ -233,10 +241,16 @@ class PortTable:
             if dest.cooling is None:
                 dest.cooling = deque()
             dest.cooling.append((expiry, claim.rank))
-            self._schedule(dest, expiry)
+            if expiry > dest.wake:  # else a wake-up already due later covers this one
+                self._schedule(dest, expiry)
         else:
             self._clear(dest, claim.rank)
-            self._drop_if_idle(dest)
+            if not dest.live:
+                # Idle: a wake-up drops it within two seconds, so a quick return to this
+                # destination (the common case) finds it still there.
+                now = self._clock()
+                if now >= dest.wake:
+                    self._schedule(dest, now + 1.0)
 
     def clashed(self, claim: Claim) -> None:
         """connect() said EADDRNOTAVAIL: someone else holds this 4-tuple. Hold it a while."""
@@ -272,8 +286,8 @@ class PortTable:
             dests = source.dests.values()
             figures[source.address] = SourceStatistics(
                 ports=source.size,
-                in_use=source.in_use,
-                footprint=source.footprint,
+                in_use=sum(d.live for d in dests),
+                footprint=sum(word.bit_count() for word in source.bound),
                 cooling=sum(len(d.cooling) for d in dests if d.cooling),
                 held=sum(len(d.held) for d in dests if d.held),
                 blocked=len(source.blocked),
@@ -294,15 +308,6 @@ class PortTable:
 
         return sorted(rotated, key=room, reverse=True)  # stable: ties keep rotated order
 
-    def _claim(self, source: _Source, dest: _Dest, rank: int) -> Claim:
-        dest.live += 1
-        source.in_use += 1
-        if not source.refs[rank]:
-            source.bound[rank // BLOCK] |= 1 << (rank % BLOCK)
-            source.footprint += 1
-        source.refs[rank] += 1
-        return Claim(source, dest, rank)
-
     def _pick_free(self, source: _Source, dest: _Dest, now: float) -> int | None:
         """Mark and return a free rank for `dest` from its lowest block with one, or None."""
         words = dest.words
@@ -316,12 +321,10 @@ class PortTable:
             word = words[block]
             free = ~word & FULL
             candidates = free & source.bound[block] or free  # already bound: no new footprint
-            # The first candidate at or after a random bit, so picks are not sequential.
-            turn = int(self._random() * BLOCK)
-            rotated = ((candidates >> turn) | (candidates << (BLOCK - turn))) & FULL
-            bit = (rotated & -rotated).bit_length() - 1 + turn
-            if bit >= BLOCK:
-                bit -= BLOCK
+            # The first candidate at or above a random bit, else the lowest: not sequential.
+            turn = self._random_bits(5)
+            candidates = candidates >> turn << turn or candidates
+            bit = (candidates & -candidates).bit_length() - 1
             word |= 1 << bit
             words[block] = word
             if word == FULL:
@@ -336,18 +339,20 @@ class PortTable:
                     del source.blocked[rank]
             return rank
 
-    def _oldest_cooling(self, sources: list[_Source], key: Destination, now: float) -> Claim | None:
+    def _oldest_cooling(
+        self, sources: list[_Source], key: Destination, now: float
+    ) -> tuple[_Source, _Dest, int] | None:
         """Nothing is free: the oldest cooling 4-tuple that is not blocked, on any source.
 
-        Its rank stays marked: it goes from cooling straight to live.
+        It is taken out of cooling; its rank stays marked, for it goes straight to live.
         """
         best: tuple[float, int, _Source, _Dest] | None = None
         for source in sources:
             dest = source.dests.get(key)
-            if dest is None:
+            if dest is None or not dest.cooling:
                 continue
             blocked = source.blocked
-            for index, (expiry, rank) in enumerate(dest.cooling or ()):
+            for index, (expiry, rank) in enumerate(dest.cooling):
                 if blocked and blocked.get(rank, -math.inf) > now:
                     continue
                 if best is None or expiry < best[0]:
@@ -358,12 +363,12 @@ class PortTable:
         _, index, source, dest = best
         cooling = dest.cooling
         assert cooling is not None
-        rank = cooling[index][1]
         if index:
+            rank = cooling[index][1]
             del cooling[index]
         else:
-            cooling.popleft()
-        return self._claim(source, dest, rank)
+            rank = cooling.popleft()[1]
+        return source, dest, rank
 
     # -- giving back ---------------------------------------------------------------------------
 
@@ -374,12 +379,10 @@ class PortTable:
         claim.live = False
         source, dest, rank = claim._source, claim._dest, claim.rank
         dest.live -= 1
-        source.in_use -= 1
         refs = source.refs[rank] - 1
         source.refs[rank] = refs
         if not refs:
             source.bound[rank // BLOCK] ^= 1 << (rank % BLOCK)
-            source.footprint -= 1
         return dest
 
     def _hold_rank(self, dest: _Dest, rank: int, until: float) -> None:
@@ -395,10 +398,13 @@ class PortTable:
         word = words[block]
         if word == FULL:
             dest.full ^= 1 << block
-        words[block] = word ^ (1 << (rank % BLOCK))
-        # Trim words back to their initial value at the top, so memory follows use.
-        while words and words[-1] == dest.source.initial_word(len(words) - 1):
-            words.pop()
+        word ^= 1 << (rank % BLOCK)
+        words[block] = word
+        if not word and block == len(words) - 1:
+            # Trim empty words at the top, so memory follows use. (The range's last word
+            # keeps its padding bits and is never empty: it goes with the destination.)
+            while words and not words[-1]:
+                words.pop()
 
     # -- time -----------------------------------------------------------------------------------
 
