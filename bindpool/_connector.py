@@ -14,9 +14,15 @@ Kernel behaviour relied on (FIELD-NOTES.md, "Kernel rules that shape the design"
 - Anything else (refused, unreachable, a bind error that is not EADDRINUSE) is the world's
   answer for this destination and propagates as the kernel's `OSError`.
 
-The connect itself is `connect_ex` plus a wait for writability on the running loop, then
-SO_ERROR: the fastest `sock=` path on both asyncio and uvloop (uvloop's `sock_connect` runs
-getaddrinfo in a thread pool even for numeric addresses).
+Two ways to make the attempt, the fastest correct one for each job:
+- `attempt()` returns a socket: `connect_ex` plus a wait for writability on the running
+  loop, then SO_ERROR. That is the fastest `sock=` path on both asyncio and uvloop (uvloop's
+  `sock_connect` runs getaddrinfo in a thread pool even for numeric addresses).
+- `attempt_native()` returns a transport, on uvloop only: libuv binds the port (setting
+  SO_REUSEADDR itself) and connects in C, close to a plain connect's speed; asyncio's own
+  `local_addr` cannot serve, for it binds without SO_REUSEADDR. Measured on loopback,
+  sequentially: 49 us per connection against 63 us for `attempt()` plus `sock=`, whose
+  add_writer/remove_writer pair alone costs uvloop ~22 us (a poll handle made and freed).
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from bindpool._socket import PooledSocket
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Clash", "attempt"]
+    from bindpool._resolve import Address
+
+__all__ = ["Clash", "attempt", "attempt_native", "has_native_connect"]
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK  # non-blocking from birth: no fcntl calls
 _SOL_SOCKET, _SO_REUSEADDR, _SO_ERROR = socket.SOL_SOCKET, socket.SO_REUSEADDR, socket.SO_ERROR
@@ -58,7 +66,7 @@ async def attempt(
     family: int,
     source: str,
     port: int,
-    address: tuple[str, int] | tuple[str, int, int, int],
+    address: Address,
 ) -> PooledSocket:
     """Open a socket bound to (source, port) and connected to `address`.
 
@@ -94,6 +102,47 @@ async def attempt(
         sock.close()  # no lease adopted yet: this only closes the fd
         raise
     return sock
+
+
+def has_native_connect(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether `attempt_native()` works on this loop: uvloop's does."""
+    kind = type(loop)
+    native = _NATIVE.get(kind)
+    if native is None:
+        native = _NATIVE[kind] = kind.__module__.partition(".")[0] == "uvloop"
+    return native
+
+
+_NATIVE: dict[type, bool] = {}
+
+
+async def attempt_native(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.BaseProtocol,
+    source: str,
+    port: int,
+    address: Address,
+) -> asyncio.Transport:
+    """Let uvloop bind (source, port) and connect to `address`; see the module docs.
+
+    Returns:
+        The transport, connected to `protocol`.
+
+    Raises:
+        Clash: EADDRINUSE (bind) or EADDRNOTAVAIL (connect); libuv reports both alike, so
+            a source that stopped being local also reads as a clash, and ends, after
+            `max_attempts`, as PortsExhausted.
+        OSError: any other failure. uvloop closes its socket on every failure.
+    """
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: protocol, address[0], address[1], local_addr=(source, port)
+        )
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise Clash(exc, at_bind=exc.errno == errno.EADDRINUSE) from exc
+        raise
+    return transport
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Address", "Target", "resolve"]
+__all__ = ["Address", "Target", "literal", "resolve"]
 
 # What connect() takes: (ip, port), or for IPv6 from getaddrinfo (ip, port, flowinfo, scope).
 Address = tuple[str, int] | tuple[str, int, int, int]
@@ -24,7 +24,8 @@ Target = tuple[int, Address, tuple[str, int]]
 
 
 @functools.lru_cache(maxsize=4096)
-def _literal(host: str, port: int) -> tuple[Target, ...] | None:
+def literal(host: str, port: int) -> tuple[Target, ...] | None:
+    """The target for an IP literal, from a cache; None for a name. No I/O."""
     if "%" in host:  # a scoped IPv6 literal: getaddrinfo turns the zone into a scope id
         return None
     try:
@@ -36,14 +37,11 @@ def _literal(host: str, port: int) -> tuple[Target, ...] | None:
 
 
 async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tuple[Target, ...]:
-    """The addresses for `host`, in the resolver's order, without duplicates.
+    """The addresses for `host` (call `literal()` first), in the resolver's order, once each.
 
     Raises:
         socket.gaierror: the name does not resolve.
     """
-    targets = _literal(host, port)
-    if targets is not None:
-        return targets
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     seen: dict[tuple[str, int], Target] = {}
     for family, _, _, _, sockaddr in infos:

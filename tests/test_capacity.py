@@ -44,6 +44,28 @@ async def test_holds_range_times_destinations_then_exhausts_then_recovers(
         sock.close()
 
 
+async def test_streams_hold_range_times_destinations(
+    port_block: Callable[[int], range],
+    sinks: Callable[[int], Awaitable[list[tuple[str, int]]]],
+) -> None:
+    """The same through open_connection: on uvloop libuv binds and connects (its native
+    path), and must share each port between destinations too."""
+    destinations = await sinks(D)
+    pool = bindpool.Pool([SOURCE], ports=port_block(R))
+    streams = [await pool.open_connection(*d) for d in destinations for _ in range(R)]
+    stats = pool.statistics()
+    assert (stats.in_use, stats.footprint, stats.retries) == (R * D, R, 0)
+    with pytest.raises(bindpool.PortsExhausted):
+        await pool.open_connection(*destinations[0])
+    for _, writer in streams:
+        writer.close()
+    for _, writer in streams:
+        await writer.wait_closed()
+    async with asyncio.timeout(5):
+        while pool.statistics().in_use:  # noqa: ASYNC110  # transports close a bit later
+            await asyncio.sleep(0.01)
+
+
 async def test_churn_past_the_range_to_one_destination(
     port_block: Callable[[int], range],
     sinks: Callable[[int], Awaitable[list[tuple[str, int]]]],

@@ -16,6 +16,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -157,15 +158,6 @@ async def protocol_transport_closed(pool: bindpool.Pool, peers: Peers) -> int | 
     return port
 
 
-async def protocol_factory_raises(pool: bindpool.Pool, peers: Peers) -> int | None:
-    def broken() -> asyncio.Protocol:
-        raise RuntimeError("factory bug")
-
-    with pytest.raises(RuntimeError, match="factory bug"):
-        await pool.create_connection(broken, *peers.echo)
-    return None
-
-
 async def dropped_and_collected(pool: bindpool.Pool, peers: Peers) -> int | None:
     sock = await pool.connect(*peers.echo)
     port: int = sock.getsockname()[1]
@@ -215,7 +207,6 @@ SCENARIOS: list[Scenario] = [
     tls_handshake_timeout,
     cancelled_during_tls,
     protocol_transport_closed,
-    protocol_factory_raises,
     dropped_and_collected,
     closed,
     detached,
@@ -305,3 +296,46 @@ async def test_connections_outlive_aclose_and_still_release(
     await until(lambda: bool(released))
     assert len(released) == 1
     assert pool.statistics().in_use == 0
+
+
+async def test_factory_error_takes_no_port(
+    port_block: Callable[[int], range], echo_server: tuple[str, int], released: list[bindpool.Lease]
+) -> None:
+    def broken() -> asyncio.Protocol:
+        raise RuntimeError("factory bug")
+
+    pool = bindpool.Pool([SOURCE], ports=port_block(4), on_release=released.append)
+    with pytest.raises(RuntimeError, match="factory bug"):
+        await pool.create_connection(broken, *echo_server)
+    stats = pool.statistics()
+    assert (stats.in_use, stats.connects, released) == (0, 0, [])
+
+
+class RefusingHandOverLoop(asyncio.SelectorEventLoop):
+    """A loop whose `create_connection(sock=...)` fails without closing the socket."""
+
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("sock") is not None:
+            raise OSError("hand-over failed")
+        return await super().create_connection(*args, **kwargs)
+
+
+def test_socket_not_taken_by_the_loop_is_closed_and_released(
+    port_block: Callable[[int], range],
+) -> None:
+    """One owner per socket until the hand-off: a failed hand-off closes it."""
+    released: list[bindpool.Lease] = []
+    ports = port_block(4)
+    with socket.socket() as listener:
+        listener.bind((DEST, 0))
+        listener.listen(4)
+
+        async def main() -> None:
+            pool = bindpool.Pool([SOURCE], ports=ports, on_release=released.append)
+            with pytest.raises(OSError, match="hand-over failed"):
+                await pool.create_connection(asyncio.Protocol, *listener.getsockname())
+            assert pool.statistics().in_use == 0
+
+        with asyncio.Runner(loop_factory=RefusingHandOverLoop) as runner:
+            runner.run(main())
+    assert len(released) == 1
