@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo clean
+.PHONY: test lint demo bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.table
+	$(BIN)/python -m benchmarks.throughput
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.table --quick
+	$(BIN)/python -m benchmarks.throughput --quick
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py

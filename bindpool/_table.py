@@ -276,6 +276,7 @@ class PortTable:
     def statistics(self) -> dict[str, SourceStatistics]:
         """Exact per-source figures: expires everything that is due first."""
         now = self._clock()
+        self._sweep(now)  # also lets go of destinations that only a wake-up still holds
         figures = {}
         for source in self._sources.values():
             for dest in list(source.dests.values()):

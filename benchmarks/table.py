@@ -1,0 +1,210 @@
+"""The port table alone (no sockets): speed, memory and footprint.
+
+1. acquire+release at 0/50/99% of a destination's range held live, in batches; the figure is
+   the median batch's time per pair. With cooldown 0 (the pick) and 60 s on a clock that does
+   not move (every release cools, so past the range each acquire is the oldest-cooling
+   fallback). Target: <= 2 us.
+2. Memory (tracemalloc) per live lease, over one and over many destinations (target <= 300
+   B), and per idle destination: while its released tuples cool, and after.
+3. Footprint under a skewed load over 50 destinations (Zipf): distinct ports bound / busiest
+   destination's live connections, sampled after a warm-up; target <= 1.34 on the mean of
+   the samples, for three loads: connections that only open; churn (random closes, as many
+   opens) without cool-down; churn with the default 60 s cool-down. Under churn with a
+   cool-down no pick can reach 1.0: when another destination shares a port of the busiest
+   and the busiest's connection ends first (half the time, for memoryless lifetimes), the
+   cool-down keeps the busiest off that port while the other still holds it.
+
+    python -m benchmarks.table [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import socket
+import time
+import tracemalloc
+from typing import Any
+
+from benchmarks._common import Target, median, percentile, save
+from bindpool._table import PortTable
+
+SOURCE = "127.0.0.2"
+RANGE = range(32768, 61000)  # Linux's default ephemeral range: 28,232 ports
+V4 = socket.AF_INET
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def speed(occupancy: float, cooldown: float, batches: int, batch: int) -> float:
+    """Median over batches of the time per acquire+release pair, in microseconds."""
+    table = PortTable({SOURCE: RANGE}, cooldown=cooldown, clock=Clock())
+    dest = ("198.51.100.7", 443)
+    held = [table.acquire(dest, V4) for _ in range(int(len(RANGE) * occupancy))]
+    acquire, release = table.acquire, table.release
+    timings = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        for _ in range(batch):
+            claim = acquire(dest, V4)
+            release(claim)  # type: ignore[arg-type]  # never None below a full range
+        timings.append((time.perf_counter() - start) / batch * 1e6)
+    # Correctness, outside the timed loop: the held leases are intact, nothing else live.
+    assert table.statistics()[SOURCE].in_use == len(held)
+    return median(timings)
+
+
+def memory_per_lease(destinations: int, per_destination: int) -> float:
+    table = PortTable({SOURCE: RANGE}, cooldown=60.0, clock=Clock())
+    dests = [(f"10.{i // 250}.{i % 250}.1", 443) for i in range(destinations)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    claims = [table.acquire(d, V4) for d in dests for _ in range(per_destination)]
+    used = tracemalloc.get_traced_memory()[0] - before - claims.__sizeof__()
+    tracemalloc.stop()
+    assert all(claims)
+    assert table.statistics()[SOURCE].in_use == len(claims)
+    return used / len(claims)
+
+
+def memory_per_idle_destination(destinations: int) -> tuple[float, float]:
+    """(bytes while cooling, bytes after the cool-down) per destination used once."""
+    clock = Clock()
+    table = PortTable({SOURCE: RANGE}, cooldown=60.0, clock=clock)
+    dests = [(f"10.{i // 250}.{i % 250}.1", 443) for i in range(destinations)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for dest in dests:
+        claim = table.acquire(dest, V4)
+        assert claim is not None
+        table.release(claim)
+    cooling = tracemalloc.get_traced_memory()[0] - before
+    clock.now += 62.0
+    stats = table.statistics()[SOURCE]  # sweeps what is due, as any later call would
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert (stats.destinations, stats.cooling, stats.in_use) == (0, 0, 0)
+    return cooling / destinations, max(0.0, after) / destinations
+
+
+def footprint(
+    destinations: int, steps: int, live_target: int, cooldown: float, churn: bool, seed: int
+) -> dict[str, float]:
+    """Distinct ports bound / busiest destination's live connections, sampled over time.
+
+    Destinations are drawn by a Zipf law (s = 1.1). Without churn, connections only open,
+    up to `live_target`; with churn, the live count hovers around `live_target` while
+    random connections close and new ones open, 200 events a second on a fake clock.
+    """
+    rng = random.Random(seed)
+    clock = Clock()
+    table = PortTable({SOURCE: RANGE}, cooldown=cooldown, clock=clock, rng=random.Random(seed))
+    dests = [(f"203.0.113.{i}", 443) for i in range(destinations)]
+    weights = [1 / (rank + 1) ** 1.1 for rank in range(destinations)]
+    live: list[Any] = []
+    per_dest = dict.fromkeys(dests, 0)
+    ratios = []
+    for step in range(steps):
+        clock.now += 0.005
+        opening = (
+            len(live) < live_target
+            if not churn
+            else (rng.random() < 0.5 + (live_target - len(live)) / (2 * live_target))
+        )
+        if opening:
+            dest = rng.choices(dests, weights)[0]
+            claim = table.acquire(dest, V4)
+            assert claim is not None
+            live.append(claim)
+            per_dest[dest] += 1
+        elif churn and live:
+            claim = live.pop(rng.randrange(len(live)))
+            per_dest[claim.destination] -= 1
+            table.release(claim)
+        if step > steps // 4 and step % 500 == 0:
+            bound = table.statistics()[SOURCE].footprint
+            ratios.append(bound / max(per_dest.values()))
+    assert table.statistics()[SOURCE].in_use == len(live)
+    for claim in live:
+        table.release(claim)
+    return {
+        "mean": sum(ratios) / len(ratios),
+        "p95": percentile(ratios, 0.95),
+        "max": max(ratios),
+        "samples": len(ratios),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer batches and steps")
+    args = parser.parse_args()
+    batches, batch, steps = (9, 5000, 60_000) if args.quick else (25, 20_000, 300_000)
+    data: dict[str, Any] = {"range": len(RANGE)}
+    targets = []
+
+    cost: dict[str, dict[str, float]] = {}
+    for cooldown in (0.0, 60.0):
+        row = {f"{int(o * 100)}%": speed(o, cooldown, batches, batch) for o in (0.0, 0.5, 0.99)}
+        cost[f"cooldown {cooldown:g}s"] = row
+        print(
+            f"acquire+release, cooldown {cooldown:g}s: "
+            + ", ".join(f"{k} {v:.2f} us" for k, v in row.items())
+        )
+        for occupancy, micros in row.items():
+            targets.append(
+                Target(
+                    f"acquire+release at {occupancy}, cooldown {cooldown:g}s",
+                    micros,
+                    2.0,
+                    True,
+                    " us",
+                )
+            )
+    data["acquire_release_us"] = cost
+
+    one = memory_per_lease(1, 20_000)
+    many = memory_per_lease(1_000, 20)
+    cooling, idle = memory_per_idle_destination(5_000)
+    data["memory_bytes"] = {
+        "per_lease_1_destination": one,
+        "per_lease_1000_destinations": many,
+        "per_idle_destination_cooling": cooling,
+        "per_idle_destination_after_cooldown": idle,
+    }
+    print(
+        f"memory: {one:.0f} B per lease (1 destination), {many:.0f} B (1000 destinations); "
+        f"idle destination {cooling:.0f} B while cooling, {idle:.1f} B after"
+    )
+    targets.append(Target("memory per live lease (worst layout)", max(one, many), 300, True, " B"))
+
+    data["footprint"] = {}
+    for label, cooldown, churn in (
+        ("build-up, no churn", 60.0, False),
+        ("churn, cooldown 0", 0.0, True),
+        ("churn, cooldown 60s (default)", 60.0, True),
+    ):
+        skew = footprint(50, steps, 5_000, cooldown, churn, seed=1)
+        data["footprint"][label] = skew
+        print(
+            f"footprint / busiest live, {label}: mean {skew['mean']:.3f}, "
+            f"p95 {skew['p95']:.3f}, max {skew['max']:.3f}"
+        )
+        targets.append(
+            Target(f"footprint / busiest destination, {label}", skew["mean"], 1.34, True)
+        )
+    save("table", data, targets)
+
+
+if __name__ == "__main__":
+    main()
