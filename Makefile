@@ -29,7 +29,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput --quick
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python -m bindpool demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PoolConfig",
     "check_destination",
+    "check_sources",
     "check_timeout",
     "check_tls",
     "configure",
@@ -71,7 +72,7 @@ def configure(
         raise ConfigurationError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
     if on_release is not None and not callable(on_release):
         raise ConfigurationError(f"on_release must be callable(Lease) or None, not {on_release!r}")
-    addresses = _check_sources(sources)
+    addresses = check_sources(sources)
     chosen = _check_ports(ports)
     if shard is not None:
         chosen = _slice(chosen, shard)
@@ -85,7 +86,8 @@ def configure(
     )
 
 
-def _check_sources(sources: Iterable[str]) -> tuple[str, ...]:
+def check_sources(sources: Iterable[str]) -> tuple[str, ...]:
+    """Canonical, local, unicast source IPs, without duplicates; else ConfigurationError."""
     if isinstance(sources, str | bytes):
         raise ConfigurationError(
             f"sources must be an iterable of IP strings, not one string: Pool([{sources!r}])"

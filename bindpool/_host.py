@@ -15,6 +15,7 @@ __all__ = [
     "IP_LOCAL_PORT_RANGE",
     "default_ports",
     "ephemeral_range",
+    "format_port_list",
     "is_local",
     "parse_port_list",
     "reserved_ports",
@@ -50,6 +51,17 @@ def parse_port_list(text: str) -> list[int]:
         low, _, high = item.partition("-")
         ports.extend(range(int(low), int(high or low) + 1))
     return ports
+
+
+def format_port_list(ports: list[int]) -> str:
+    """The kernel's list syntax for ports: [1, 2, 3, 7] -> "1-3,7"."""
+    spans: list[str] = []
+    for port in sorted(set(ports)):
+        if spans and port == int(spans[-1].rpartition("-")[2]) + 1:
+            spans[-1] = f"{spans[-1].partition('-')[0]}-{port}"
+        else:
+            spans.append(str(port))
+    return ",".join(spans)
 
 
 def ephemeral_range() -> range:
