@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import random
 import socket
@@ -46,6 +47,7 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Pool]]:
     made: list[Pool] = []
     original = Pool.__init__
 
+    @functools.wraps(original)
     def recording_init(self: Pool, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         made.append(self)

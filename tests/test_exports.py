@@ -1,0 +1,69 @@
+"""The public surface: every export imports, is documented, and is what PRODUCT.md names."""
+
+from __future__ import annotations
+
+import inspect
+
+import bindpool
+
+CONTRACT = {
+    "Pool",
+    "PooledSocket",
+    "Lease",
+    "PoolStatistics",
+    "SourceStatistics",
+    "BindPoolError",
+    "ConfigurationError",
+    "PoolClosed",
+    "PortsExhausted",
+}
+
+
+def test_every_export_imports_and_is_documented() -> None:
+    assert set(bindpool.__all__) == CONTRACT
+    for name in bindpool.__all__:
+        obj = getattr(bindpool, name)
+        assert inspect.getdoc(obj), f"bindpool.{name} has no docstring"
+
+
+def test_public_methods_are_documented() -> None:
+    for name, member in inspect.getmembers(bindpool.Pool):
+        if not name.startswith("_"):
+            assert inspect.getdoc(member), f"Pool.{name} has no docstring"
+
+
+def test_error_family() -> None:
+    assert issubclass(bindpool.PortsExhausted, bindpool.BindPoolError)
+    assert issubclass(bindpool.PortsExhausted, OSError)
+    assert issubclass(bindpool.PoolClosed, RuntimeError)
+    assert issubclass(bindpool.ConfigurationError, ValueError)
+    error = bindpool.PortsExhausted(("192.0.2.1", 80), ["127.0.0.2"], 3)
+    assert error.errno == 99
+    assert error.strerror is not None
+    assert "192.0.2.1:80" in error.strerror
+    assert "127.0.0.2" in error.strerror
+    assert "3 attempts" in error.strerror
+    assert "[2001:db8::1]:443" in str(bindpool.PortsExhausted(("2001:db8::1", 443), ["::1"], 0))
+
+
+def test_pool_signature_matches_the_contract() -> None:
+    parameters = inspect.signature(bindpool.Pool).parameters
+    assert list(parameters) == [
+        "sources",
+        "ports",
+        "cooldown",
+        "max_attempts",
+        "on_release",
+        "shard",
+        "strategy",
+    ]
+    defaults = {name: p.default for name, p in parameters.items() if name != "sources"}
+    assert defaults == {
+        "ports": None,
+        "cooldown": 60.0,
+        "max_attempts": 32,
+        "on_release": None,
+        "shard": None,
+        "strategy": "table",
+    }
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "sources")
