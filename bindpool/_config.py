@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bindpool import _host
 from bindpool._errors import ConfigurationError
+from bindpool._table import family_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -28,7 +29,6 @@ __all__ = [
     "check_timeout",
     "check_tls",
     "configure",
-    "family_of",
 ]
 
 Strategy = Literal["table", "kernel"]
@@ -45,10 +45,9 @@ class PoolConfig:
     max_attempts: int
     on_release: Callable[[Lease], object] | None
     strategy: Strategy
-
-
-def family_of(address: str) -> int:
-    return socket.AF_INET6 if ":" in address else socket.AF_INET
+    # strategy "kernel": the block to narrow the kernel's pick to with IP_LOCAL_PORT_RANGE,
+    # or None when the block is the whole ephemeral range (nothing to narrow)
+    span: tuple[int, int] | None = None
 
 
 def configure(
@@ -73,7 +72,8 @@ def configure(
     if on_release is not None and not callable(on_release):
         raise ConfigurationError(f"on_release must be callable(Lease) or None, not {on_release!r}")
     addresses = check_sources(sources)
-    chosen = _check_ports(ports)
+    kernel = strategy == "kernel"
+    chosen = _check_ports(ports, _host.ephemeral_range() if kernel else None)
     if shard is not None:
         chosen = _slice(chosen, shard)
     return PoolConfig(
@@ -82,7 +82,8 @@ def configure(
         cooldown=float(cooldown),
         max_attempts=max_attempts,
         on_release=on_release,
-        strategy="kernel" if strategy == "kernel" else "table",
+        strategy="kernel" if kernel else "table",
+        span=_kernel_span(chosen) if kernel else None,
     )
 
 
@@ -134,9 +135,9 @@ def _canonical_source(item: object) -> str:
     return str(ip)
 
 
-def _check_ports(ports: Iterable[int] | None) -> tuple[int, ...]:
+def _check_ports(ports: Iterable[int] | None, default: range | None) -> tuple[int, ...]:
     if ports is None:
-        chosen = _host.default_ports()
+        chosen = default if default is not None else _host.default_ports()
         if not chosen:
             raise ConfigurationError("this host reports an empty port range: pass ports=")
         return tuple(sorted(set(chosen)))
@@ -176,6 +177,40 @@ def _slice(ports: tuple[int, ...], shard: object) -> tuple[int, ...]:
     size, extra = divmod(len(ports), count)
     start = index * size + min(index, extra)
     return ports[start : start + size + (index < extra)]
+
+
+def _kernel_span(ports: tuple[int, ...]) -> tuple[int, int] | None:
+    """What strategy "kernel" needs of `ports`, or ConfigurationError saying why not."""
+    if not _host.has_option(socket.SOL_IP, _host.IP_BIND_ADDRESS_NO_PORT, 1):
+        raise ConfigurationError(
+            "strategy='kernel' needs IP_BIND_ADDRESS_NO_PORT (Linux >= 4.2), which this "
+            "kernel lacks: use strategy='table'"
+        )
+    low, high = ports[0], ports[-1]
+    if high - low + 1 != len(ports):
+        raise ConfigurationError(
+            f"strategy='kernel' needs ports to be one contiguous block, for the kernel picks "
+            f"anywhere from the lowest to the highest; got {len(ports)} ports spread over "
+            f"{low}-{high}"
+        )
+    ephemeral = _host.ephemeral_range()
+    first, last = ephemeral.start, ephemeral.stop - 1
+    if low < first or high > last:
+        raise ConfigurationError(
+            f"strategy='kernel' picks from the host's ephemeral range {first}-{last} "
+            f"(net.ipv4.ip_local_port_range) and can only narrow it; ports {low}-{high} "
+            "leave it: choose a block inside it, or strategy='table'"
+        )
+    if (low, high) == (first, last):
+        return None
+    if not _host.has_option(
+        socket.SOL_IP, _host.IP_LOCAL_PORT_RANGE, _host.local_port_range(low, high)
+    ):
+        raise ConfigurationError(
+            "this kernel lacks the per-socket IP_LOCAL_PORT_RANGE option (Linux >= 6.3), so "
+            "strategy='kernel' can only pick from the whole ephemeral range: pass ports=None"
+        )
+    return low, high
 
 
 # -- per call -------------------------------------------------------------------------------

@@ -15,9 +15,12 @@ Kernel behaviour relied on (FIELD-NOTES.md, "Kernel rules that shape the design"
   answer for this destination and propagates as the kernel's `OSError`.
 
 Two ways to make the attempt, the fastest correct one for each job:
-- `attempt()` returns a socket: `connect_ex` plus a wait for writability on the running
-  loop, then SO_ERROR. That is the fastest `sock=` path on both asyncio and uvloop (uvloop's
-  `sock_connect` runs getaddrinfo in a thread pool even for numeric addresses).
+- `attempt()` returns a socket: the strategy's options, `bind()`, `connect_ex` plus a wait
+  for writability on the running loop, then SO_ERROR. That is the fastest `sock=` path on
+  both asyncio and uvloop (uvloop's `sock_connect` runs getaddrinfo in a thread pool even for
+  numeric addresses). For strategy "kernel" the options make `bind((ip, 0))` take no port
+  and `connect()` pick one (`_ledger.py`); EADDRNOTAVAIL at connect then means no port is
+  free for that 4-tuple in the block.
 - `attempt_native()` returns a transport, on uvloop only: libuv binds the port (setting
   SO_REUSEADDR itself) and connects in C, close to a plain connect's speed; asyncio's own
   `local_addr` cannot serve, for it binds without SO_REUSEADDR. Measured on loopback,
@@ -31,17 +34,44 @@ import errno
 import socket
 from typing import TYPE_CHECKING
 
+from bindpool._host import IP_BIND_ADDRESS_NO_PORT, IP_LOCAL_PORT_RANGE, local_port_range
 from bindpool._socket import PooledSocket
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
     from bindpool._resolve import Address
 
-__all__ = ["Clash", "attempt", "attempt_native", "has_native_connect"]
+__all__ = [
+    "SHARE_PORT",
+    "Clash",
+    "Option",
+    "attempt",
+    "attempt_native",
+    "has_native_connect",
+    "kernel_picks",
+]
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK  # non-blocking from birth: no fcntl calls
-_SOL_SOCKET, _SO_REUSEADDR, _SO_ERROR = socket.SOL_SOCKET, socket.SO_REUSEADDR, socket.SO_ERROR
+_SOL_SOCKET, _SO_ERROR = socket.SOL_SOCKET, socket.SO_ERROR
+
+# connect() results after which the socket has its port (it failed later, if at all).
+_PICKED = frozenset({0, errno.EINPROGRESS, errno.ECONNREFUSED})
+# A socket option set before bind(): (level, name, value).
+Option = tuple[int, int, int | bytes]
+# strategy "table": bind the chosen port; every socket sharing a port needs SO_REUSEADDR.
+SHARE_PORT: tuple[Option, ...] = ((socket.SOL_SOCKET, socket.SO_REUSEADDR, 1),)
+
+
+def kernel_picks(span: tuple[int, int] | None) -> tuple[Option, ...]:
+    """strategy "kernel": bind((ip, 0)) takes no port (IP_BIND_ADDRESS_NO_PORT); connect()
+    picks one for the 4-tuple, within `span` (IP_LOCAL_PORT_RANGE) if given."""
+    options: list[Option] = [(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)]
+    if span is not None:
+        low, high = span
+        options.append((socket.SOL_IP, IP_LOCAL_PORT_RANGE, local_port_range(low, high)))
+    return tuple(options)
 
 
 class Clash(Exception):
@@ -64,11 +94,16 @@ class Clash(Exception):
 async def attempt(
     loop: asyncio.AbstractEventLoop,
     family: int,
+    options: tuple[Option, ...],
     source: str,
     port: int,
     address: Address,
+    picked: Callable[[int], object] | None = None,
 ) -> PooledSocket:
-    """Open a socket bound to (source, port) and connected to `address`.
+    """Open a socket with `options`, bound to (source, port), connected to `address`.
+
+    With port 0 (strategy "kernel") the kernel picks the port inside `connect()`; `picked`
+    hears it then, before the wait, so a connection that fails later is still known by it.
 
     Returns:
         The connected socket. It holds no lease yet: the caller adopts one into it.
@@ -80,7 +115,8 @@ async def attempt(
     """
     sock = PooledSocket(family, _STREAM)
     try:
-        sock.setsockopt(_SOL_SOCKET, _SO_REUSEADDR, 1)
+        for level, name, value in options:
+            sock.setsockopt(level, name, value)
         try:
             sock.bind((source, port))
         except OSError as exc:
@@ -88,6 +124,8 @@ async def attempt(
                 raise Clash(exc, at_bind=True) from exc
             raise
         code = sock.connect_ex(address)
+        if picked is not None and code in _PICKED:
+            picked(sock.getsockname()[1])
         if code == errno.EINPROGRESS:
             await _writable(loop, sock.fileno())
             code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)

@@ -39,26 +39,36 @@ class PortsExhausted(BindPoolError, OSError):
         destination: the `(ip, port)` the connection was for.
         sources: the source IPs that were tried.
         attempts: bind/connect attempts made before giving up (0 when the table had no port).
+        reason: why, in words (the end of the message).
     """
 
     destination: tuple[str, int]
     sources: tuple[str, ...]
     attempts: int
+    reason: str
 
-    def __init__(self, destination: tuple[str, int], sources: Sequence[str], attempts: int) -> None:
+    def __init__(
+        self,
+        destination: tuple[str, int],
+        sources: Sequence[str],
+        attempts: int,
+        reason: str | None = None,
+    ) -> None:
         ip, port = destination
         where = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        if attempts:
-            why = f"{attempts} attempts in a row clashed with 4-tuples held elsewhere"
-        else:
-            why = "every port is live, held or unusable for it"
-        message = f"no free source port for {where} on {', '.join(sources)}: {why}"
+        if reason is None:
+            if attempts:
+                reason = f"{attempts} attempts in a row clashed with 4-tuples held elsewhere"
+            else:
+                reason = "every port is live, held or unusable for it"
+        message = f"no free source port for {where} on {', '.join(sources)}: {reason}"
         super().__init__(errno.EADDRNOTAVAIL, message)
         self.destination = destination
         self.sources = tuple(sources)
         self.attempts = attempts
+        self.reason = reason
 
     def __reduce__(
         self,
-    ) -> tuple[type[PortsExhausted], tuple[tuple[str, int], tuple[str, ...], int]]:
-        return (type(self), (self.destination, self.sources, self.attempts))
+    ) -> tuple[type[PortsExhausted], tuple[tuple[str, int], tuple[str, ...], int, str]]:
+        return (type(self), (self.destination, self.sources, self.attempts, self.reason))

@@ -16,7 +16,9 @@ __all__ = [
     "default_ports",
     "ephemeral_range",
     "format_port_list",
+    "has_option",
     "is_local",
+    "local_port_range",
     "parse_port_list",
     "reserved_ports",
     "set_local_port_range",
@@ -104,6 +106,21 @@ def is_local(address: str, family: int) -> bool:
     return True
 
 
+def local_port_range(low: int, high: int) -> bytes:
+    """The IP_LOCAL_PORT_RANGE value for [low, high]: a u32, low | high << 16."""
+    return struct.pack("I", low | high << 16)
+
+
 def set_local_port_range(sock: socket.socket, low: int, high: int) -> None:
     """Narrow `sock`'s automatic port pick to [low, high] (IP_LOCAL_PORT_RANGE)."""
-    sock.setsockopt(socket.SOL_IP, IP_LOCAL_PORT_RANGE, struct.pack("I", low | high << 16))
+    sock.setsockopt(socket.SOL_IP, IP_LOCAL_PORT_RANGE, local_port_range(low, high))
+
+
+def has_option(level: int, name: int, value: int | bytes) -> bool:
+    """Whether this kernel accepts a socket option (tried on a throw-away TCP socket)."""
+    with socket.socket() as sock:
+        try:
+            sock.setsockopt(level, name, value)
+        except OSError:
+            return False
+    return True

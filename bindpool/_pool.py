@@ -12,27 +12,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar, cast
 
 from bindpool import _config, _connector, _resolve
 from bindpool._errors import ConfigurationError, PoolClosed, PortsExhausted
+from bindpool._ledger import KernelLedger
 from bindpool._protocol import leased
-from bindpool._table import PortTable
-from bindpool._types import Lease, PoolStatistics
+from bindpool._table import PortTable, family_of
+from bindpool._types import Lease, PoolStatistics, SourceStatistics
 
 if TYPE_CHECKING:
     import ssl as _ssl
     from collections.abc import Awaitable, Callable, Iterable
 
+    from bindpool._claim import Claim, Destination
     from bindpool._socket import PooledSocket
-    from bindpool._table import Claim
 
 __all__ = ["Pool"]
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+
+class _Allocator(Protocol):
+    """What the retry policy asks of the port table, or of the kernel strategy's ledger."""
+
+    def acquire(self, destination: Destination, family: int) -> Claim | None: ...
+    def release(self, claim: Claim) -> None: ...
+    def clashed(self, claim: Claim) -> None: ...
+    def port_in_use(self, claim: Claim) -> None: ...
+    def statistics(self) -> dict[str, SourceStatistics]: ...
+
+
 _log = logging.getLogger("bindpool")
 _FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
@@ -48,8 +62,13 @@ class Pool:
             destination gets it again, while any other port is free for it.
         max_attempts: bind/connect attempts per connection before `PortsExhausted`.
         on_release: called with the `Lease` once, when its port goes back.
-        shard: `(index, count)`: use only slice `index` of `count` disjoint slices of `ports`.
-        strategy: "table" (bindpool picks the port). "kernel" is not available yet.
+        shard: `(index, count)`: use only slice `index` of `count` disjoint, contiguous
+            slices of `ports`, so that worker processes sharing a source never clash.
+        strategy: "table": bindpool picks each port from its table. "kernel": the kernel
+            picks it at connect time (IP_BIND_ADDRESS_NO_PORT, narrowed to `ports` with
+            IP_LOCAL_PORT_RANGE), atomically across processes; `ports` must then be one
+            contiguous block inside the host's ephemeral range (default: that range), and
+            TIME_WAIT is left to the kernel (`cooldown` is unused).
 
     Raises:
         ConfigurationError: any argument is wrong; the message says which and why.
@@ -75,15 +94,21 @@ class Pool:
             shard=shard,
             strategy=strategy,
         )
-        if config.strategy == "kernel":
-            raise ConfigurationError("strategy='kernel' is not available yet: use 'table'")
         self._config = config
-        self._table = PortTable(
-            dict.fromkeys(config.sources, config.ports), cooldown=config.cooldown
-        )
+        self._table: _Allocator
+        self._ledger: KernelLedger | None = None
+        if config.strategy == "kernel":
+            self._ledger = KernelLedger(dict.fromkeys(config.sources, len(config.ports)))
+            self._table = self._ledger
+            self._options = _connector.kernel_picks(config.span)
+        else:
+            self._table = PortTable(
+                dict.fromkeys(config.sources, config.ports), cooldown=config.cooldown
+            )
+            self._options = _connector.SHARE_PORT
         self._families = {
-            family: tuple(ip for ip in config.sources if _config.family_of(ip) == family)
-            for family in {_config.family_of(ip) for ip in config.sources}
+            family: tuple(ip for ip in config.sources if family_of(ip) == family)
+            for family in {family_of(ip) for ip in config.sources}
         }
         self._on_release = config.on_release
         self._closed = False
@@ -198,7 +223,7 @@ class Pool:
         timeout: float | None,
     ) -> Awaitable[asyncio.Transport]:
         """A transport for `protocol`, by the loop's native connect or a socket hand-over."""
-        if not ssl and _connector.has_native_connect(loop):
+        if not ssl and self._ledger is None and _connector.has_native_connect(loop):
             return cast("Awaitable[asyncio.Transport]", self._dial(host, port, timeout, protocol))
         return self._hand_over(
             loop, protocol, host, port, ssl, server_hostname, ssl_handshake_timeout, timeout
@@ -306,7 +331,16 @@ class Pool:
                 raise self._exhaustion(key, family, attempts, clash)
             try:
                 if protocol is None:
-                    sock = await _connector.attempt(loop, family, claim.source, claim.port, address)
+                    ledger = self._ledger  # the kernel picks the port: the ledger records it
+                    sock = await _connector.attempt(
+                        loop,
+                        family,
+                        self._options,
+                        claim.source,
+                        claim.port,
+                        address,
+                        None if ledger is None else functools.partial(ledger.bound, claim),
+                    )
                     sock._adopt(claim, self)  # no await since the connect: nothing between
                     result: PooledSocket | asyncio.Transport = sock
                 else:
@@ -338,7 +372,13 @@ class Pool:
         clash: _connector.Clash | None,
     ) -> PortsExhausted:
         self._exhausted += 1
-        error = PortsExhausted(key, self._families[family], attempts)
+        reason = None
+        if self._ledger is not None and clash is not None:
+            reason = (
+                "the kernel found no free port for it in the block (connect() said "
+                "EADDRNOTAVAIL; 4-tuples in TIME_WAIT count until the kernel frees them)"
+            )
+        error = PortsExhausted(key, self._families[family], attempts, reason)
         error.__cause__ = clash.error if clash is not None else None
         return error
 

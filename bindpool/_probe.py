@@ -30,24 +30,15 @@ class HostReport:
     open_files: tuple[int, int]  # soft, hard
 
 
-def _option_works(level: int, name: int, value: bytes | int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.setsockopt(level, name, value)
-        except OSError:
-            return False
-    return True
-
-
 def probe() -> HostReport:
     ephemeral = _host.ephemeral_range()
     return HostReport(
         kernel=platform.release(),
-        bind_address_no_port=_option_works(socket.SOL_IP, _host.IP_BIND_ADDRESS_NO_PORT, 1),
-        local_port_range_option=_option_works(
+        bind_address_no_port=_host.has_option(socket.SOL_IP, _host.IP_BIND_ADDRESS_NO_PORT, 1),
+        local_port_range_option=_host.has_option(
             socket.SOL_IP,
             _host.IP_LOCAL_PORT_RANGE,
-            (ephemeral.start | (ephemeral.stop - 1) << 16).to_bytes(4, "little"),
+            _host.local_port_range(ephemeral.start, ephemeral.stop - 1),
         ),
         ephemeral=ephemeral,
         reserved=_host.reserved_ports(),

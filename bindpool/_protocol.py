@@ -16,8 +16,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bindpool._claim import Claim
     from bindpool._socket import LeaseOwner
-    from bindpool._table import Claim
 
 __all__ = ["LeasedProtocol", "leased"]
 

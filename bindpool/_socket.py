@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from bindpool._types import Lease
 
 if TYPE_CHECKING:
-    from bindpool._table import Claim
+    from bindpool._claim import Claim
 
 __all__ = ["LeaseOwner", "PooledSocket"]
 

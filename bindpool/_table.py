@@ -53,14 +53,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from bindpool._claim import Claim, Destination
 from bindpool._types import SourceStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["BLOCK", "HOLD", "Claim", "Destination", "PortTable"]
-
-Destination = tuple[str, int]
+__all__ = ["BLOCK", "HOLD", "PortTable", "family_of"]
 
 BLOCK = 30  # ranks per word: one CPython digit (30 bits), so word arithmetic stays cheap
 FULL = (1 << BLOCK) - 1
@@ -70,36 +69,9 @@ FULL = (1 << BLOCK) - 1
 HOLD = 60.0
 
 
-class Claim:
-    """One 4-tuple handed out by the table, live until released, clashed or refused.
-
-    Attributes:
-        port: the source port to bind.
-        live: True until the table takes the claim back.
-    """
-
-    __slots__ = ("_dest", "_source", "live", "port", "rank")
-
-    def __init__(self, source: _Source, dest: _Dest, rank: int) -> None:
-        self._source = source
-        self._dest = dest
-        self.rank = rank
-        self.port = source.ports[rank]
-        self.live = True
-
-    @property
-    def source(self) -> str:
-        """The source IP to bind."""
-        return self._source.address
-
-    @property
-    def destination(self) -> Destination:
-        """The destination `(ip, port)` this 4-tuple is for."""
-        return self._dest.key
-
-    def __repr__(self) -> str:
-        state = "live" if self.live else "returned"
-        return f"<Claim {self.source}:{self.port} -> {self.destination} {state}>"
+def family_of(address: str) -> int:
+    """AF_INET6 for an IPv6 literal (it has a colon), else AF_INET."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 class _Dest:
@@ -185,8 +157,7 @@ class PortTable:
         self._sources = {ip: _Source(ip, list(ports), rng) for ip, ports in sources.items()}
         self._families: dict[int, list[_Source]] = {}
         for source in self._sources.values():
-            family = socket.AF_INET6 if ":" in source.address else socket.AF_INET
-            self._families.setdefault(family, []).append(source)
+            self._families.setdefault(family_of(source.address), []).append(source)
         self._wakeups: list[tuple[float, int, _Dest]] = []
         self._order = itertools.count()  # tie-breaker for wake-ups due at the same second
         self._turn = 0  # where the next multi-source choice starts, so ties rotate
@@ -231,7 +202,7 @@ class PortTable:
         if not refs[rank]:
             source.bound[rank // BLOCK] |= 1 << (rank % BLOCK)
         refs[rank] += 1
-        return Claim(source, dest, rank)
+        return Claim(source.address, dest.key, source.ports[rank], rank, dest)
 
     def release(self, claim: Claim) -> None:
         """The claim's connection ended (or was given up): its 4-tuple starts cooling."""
@@ -378,7 +349,8 @@ class PortTable:
         if not claim.live:
             raise RuntimeError(f"{claim!r} was already given back")
         claim.live = False
-        source, dest, rank = claim._source, claim._dest, claim.rank
+        dest: _Dest = claim.slot
+        source, rank = dest.source, claim.rank
         dest.live -= 1
         refs = source.refs[rank] - 1
         source.refs[rank] = refs

@@ -17,7 +17,7 @@ import gc
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ import trustme
 import uvloop
 
 import bindpool
+from bindpool import _host
 from bindpool._pool import Pool
 
 SOURCE = "127.0.0.2"
@@ -78,16 +79,28 @@ async def no_stray_tasks() -> AsyncIterator[None]:
 _handed_out: set[int] = set()  # blocks never repeat within one test run
 
 
-def _free_on_source(port: int) -> bool:
-    """Nothing holds `port` on SOURCE, not even TIME_WAIT: an exclusive bind works.
+def _free(port: int, address: str) -> bool:
+    """Nothing holds `port` on `address`, not even TIME_WAIT: an exclusive bind works.
 
     A socket that was only bound, never connected, leaves nothing behind when closed."""
     with socket.socket() as probe:
         try:
-            probe.bind((SOURCE, port))
+            probe.bind((address, port))
         except OSError:
             return False
     return True
+
+
+def _block(size: int, within: range, address: str) -> range:
+    for _ in range(1000):
+        start = random.randrange(within.start, within.stop - size)
+        candidate = range(start, start + size)
+        if not _handed_out.intersection(candidate) and all(
+            _free(port, address) for port in candidate
+        ):
+            _handed_out.update(candidate)
+            return candidate
+    raise RuntimeError(f"no free block of {size} ports in {within}")
 
 
 @pytest.fixture
@@ -96,17 +109,31 @@ def port_block() -> Callable[[int], range]:
 
     Below 32768 the kernel's own automatic picks never land, so the test controls the block.
     """
+    return lambda size: _block(size, range(10000, 32000), SOURCE)
 
-    def block(size: int) -> range:
-        for _ in range(1000):
-            start = random.randrange(10000, 32000 - size)
-            candidate = range(start, start + size)
-            if not _handed_out.intersection(candidate) and all(map(_free_on_source, candidate)):
-                _handed_out.update(candidate)
-                return candidate
-        raise RuntimeError(f"no free block of {size} ports on {SOURCE}")
 
-    return block
+class PoolMaker:
+    """Makes Pools of one strategy, each on a fresh block of ports that suits it."""
+
+    def __init__(self, strategy: str) -> None:
+        self.strategy = strategy
+
+    def block(self, size: int) -> range:
+        if self.strategy == "table":
+            return _block(size, range(10000, 32000), SOURCE)
+        # The kernel picks only inside the ephemeral range, and skips every port bound
+        # explicitly on any address: the block must be free on all of them.
+        return _block(size, _host.ephemeral_range(), "0.0.0.0")
+
+    def __call__(self, size: int = 8, sources: Sequence[str] = (SOURCE,), **kwargs: Any) -> Pool:
+        self.ports = self.block(size)
+        return bindpool.Pool(list(sources), ports=self.ports, strategy=self.strategy, **kwargs)
+
+
+@pytest.fixture(params=["table", "kernel"])
+def make_pool(request: pytest.FixtureRequest) -> PoolMaker:
+    """Pools of each strategy in turn: the same test runs on both."""
+    return PoolMaker(request.param)
 
 
 @pytest.fixture

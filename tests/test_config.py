@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import bindpool
+from bindpool import _host
 from tests.conftest import DEST, SOURCE
 
 
@@ -100,9 +101,32 @@ def test_shards_split_the_ports_into_disjoint_covering_slices() -> None:
     assert sorted(p for s in slices for p in s) == list(ports)
 
 
-def test_kernel_strategy_is_refused_until_it_exists() -> None:
-    with pytest.raises(bindpool.ConfigurationError, match="not available yet"):
-        bindpool.Pool([SOURCE], strategy="kernel")
+EPHEMERAL = _host.ephemeral_range()
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        ([EPHEMERAL.start, EPHEMERAL.start + 2], "one contiguous block"),
+        (range(1000, 1100), "can only narrow it"),
+        (range(EPHEMERAL.stop - 10, EPHEMERAL.stop + 10), "can only narrow it"),
+    ],
+    ids=["gap", "below", "across the top"],
+)
+def test_kernel_strategy_needs_one_block_inside_the_ephemeral_range(
+    ports: list[int] | range, message: str
+) -> None:
+    with pytest.raises(bindpool.ConfigurationError, match=message):
+        bindpool.Pool([SOURCE], ports=ports, strategy="kernel")
+
+
+def test_kernel_strategy_defaults_to_the_ephemeral_range_and_shards_stay_blocks() -> None:
+    pool = bindpool.Pool([SOURCE], strategy="kernel")
+    assert pool._config.ports == tuple(EPHEMERAL)
+    assert pool._config.span is None  # the whole range: nothing to narrow
+    shard = bindpool.Pool([SOURCE], strategy="kernel", shard=(1, 4))._config
+    assert shard.span == (shard.ports[0], shard.ports[-1])
+    assert len(shard.ports) == shard.ports[-1] - shard.ports[0] + 1
 
 
 # -- per call -----------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import pytest
 
+from bindpool._claim import Claim
 from bindpool._protocol import LeasedProtocol, leased
-from bindpool._table import Claim
 
 
 class FakeOwner:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import bindpool
-from tests.conftest import DEST, SOURCE, Servers, sink
+from tests.conftest import DEST, SOURCE, PoolMaker, Servers, sink
 
 
 @dataclass
@@ -217,7 +217,7 @@ SCENARIOS: list[Scenario] = [
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 async def test_lease_released_exactly_once(
     scenario: Scenario,
-    port_block: Callable[[int], range],
+    make_pool: PoolMaker,
     servers: Servers,
     echo_server: tuple[str, int],
     tls_echo_server: tuple[str, int],
@@ -235,15 +235,14 @@ async def test_lease_released_exactly_once(
         servers=servers,
         client_tls=client_tls,
     )
-    ports = port_block(8)
-    pool = bindpool.Pool([SOURCE], ports=ports, on_release=released.append)
+    pool = make_pool(8, on_release=released.append)
     port = await scenario(pool, peers)
     await until(lambda: bool(released))  # transports close their socket a bit later
     await asyncio.sleep(0.02)  # room for a second, wrong release to show up
     assert len(released) == 1, released
     (lease,) = released
     assert lease.source == SOURCE
-    assert lease.port in ports
+    assert lease.port in make_pool.ports
     assert lease.destination[0] == DEST
     if port is not None:
         assert lease.port == port
@@ -252,28 +251,27 @@ async def test_lease_released_exactly_once(
 
 
 async def test_lease_names_the_four_tuple(
-    port_block: Callable[[int], range], echo_server: tuple[str, int], released: list[bindpool.Lease]
+    make_pool: PoolMaker, echo_server: tuple[str, int], released: list[bindpool.Lease]
 ) -> None:
-    ports = port_block(4)
-    pool = bindpool.Pool([SOURCE], ports=ports, on_release=released.append)
+    pool = make_pool(4, on_release=released.append)
     sock = await pool.connect(*echo_server)
     lease = sock.lease
     assert lease == bindpool.Lease(SOURCE, sock.getsockname()[1], echo_server)
-    assert lease.port in ports
+    assert lease.port in make_pool.ports
     sock.close()
     assert released == [lease]
     assert sock.lease is None
 
 
 async def test_failing_hook_is_logged_and_the_pool_stays_consistent(
-    port_block: Callable[[int], range],
+    make_pool: PoolMaker,
     echo_server: tuple[str, int],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     def broken(lease: bindpool.Lease) -> None:
         raise ValueError("hook bug")
 
-    pool = bindpool.Pool([SOURCE], ports=port_block(4), on_release=broken)
+    pool = make_pool(4, on_release=broken)
     with caplog.at_level(logging.ERROR, logger="bindpool"):
         (await pool.connect(*echo_server)).close()
     assert "on_release hook failed" in caplog.text
@@ -282,9 +280,9 @@ async def test_failing_hook_is_logged_and_the_pool_stays_consistent(
 
 
 async def test_connections_outlive_aclose_and_still_release(
-    port_block: Callable[[int], range], echo_server: tuple[str, int], released: list[bindpool.Lease]
+    make_pool: PoolMaker, echo_server: tuple[str, int], released: list[bindpool.Lease]
 ) -> None:
-    async with bindpool.Pool([SOURCE], ports=port_block(4), on_release=released.append) as pool:
+    async with make_pool(4, on_release=released.append) as pool:
         reader, writer = await pool.open_connection(*echo_server)
     assert pool.closed
     with pytest.raises(bindpool.PoolClosed):
@@ -299,12 +297,12 @@ async def test_connections_outlive_aclose_and_still_release(
 
 
 async def test_factory_error_takes_no_port(
-    port_block: Callable[[int], range], echo_server: tuple[str, int], released: list[bindpool.Lease]
+    make_pool: PoolMaker, echo_server: tuple[str, int], released: list[bindpool.Lease]
 ) -> None:
     def broken() -> asyncio.Protocol:
         raise RuntimeError("factory bug")
 
-    pool = bindpool.Pool([SOURCE], ports=port_block(4), on_release=released.append)
+    pool = make_pool(4, on_release=released.append)
     with pytest.raises(RuntimeError, match="factory bug"):
         await pool.create_connection(broken, *echo_server)
     stats = pool.statistics()

@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from bindpool._table import HOLD, Claim, PortTable
+from bindpool._claim import Claim
+from bindpool._table import HOLD, PortTable
 from tests.fakes import FakeClock
 
 V4 = socket.AF_INET

@@ -16,7 +16,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from bindpool._table import Claim, PortTable
+from bindpool._claim import Claim
+from bindpool._table import PortTable
 from tests.fakes import FakeClock
 
 HOLD = 7.0
