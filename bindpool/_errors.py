@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["BindPoolError", "ConfigurationError", "PoolClosed", "PortsExhausted"]
+__all__ = ["BindPoolError", "ConfigurationError", "PoolClosed", "PortsExhausted", "combined"]
 
 
 class BindPoolError(Exception):
@@ -72,3 +72,21 @@ class PortsExhausted(BindPoolError, OSError):
         self,
     ) -> tuple[type[PortsExhausted], tuple[tuple[str, int], tuple[str, ...], int, str]]:
         return (type(self), (self.destination, self.sources, self.attempts, self.reason))
+
+
+def combined(errors: Sequence[OSError]) -> OSError:
+    """One error for a destination whose every address failed, as asyncio reports them.
+
+    The same error everywhere is raised as it is; so is the first `PortsExhausted` when the
+    pool was out of ports for every address, so callers can still catch it. Otherwise one
+    `OSError` lists them all, keeping the errno they share if they share one.
+    """
+    first = errors[0]
+    if all(str(error) == str(first) for error in errors):
+        return first
+    if all(isinstance(error, PortsExhausted) for error in errors):
+        return first
+    message = f"Multiple exceptions: {', '.join(str(error) for error in errors)}"
+    if all(error.errno == first.errno for error in errors):
+        return OSError(first.errno, message)
+    return OSError(message)

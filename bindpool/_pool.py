@@ -19,7 +19,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TypeVar, cast
 
 from bindpool import _config, _connector, _resolve
-from bindpool._errors import ConfigurationError, PoolClosed, PortsExhausted
+from bindpool._errors import ConfigurationError, PoolClosed, PortsExhausted, combined
 from bindpool._ledger import KernelLedger
 from bindpool._protocol import leased
 from bindpool._table import PortTable, family_of
@@ -307,9 +307,7 @@ class Pool:
                     return await self._retry(loop, target, protocol)
                 except OSError as exc:
                     errors.append(exc)
-            if len({str(e) for e in errors}) == 1:
-                raise errors[0]
-            raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+            raise combined(errors)
 
     async def _retry(
         self,
@@ -348,7 +346,7 @@ class Pool:
                     result = await _connector.attempt_native(
                         loop, wrapper, claim.source, claim.port, address
                     )
-                    wrapper._adopt(claim, self)
+                    wrapper._adopt(claim, self, result)
             except _connector.Clash as exc:
                 if exc.at_bind:
                     table.port_in_use(claim)
@@ -407,6 +405,11 @@ class Pool:
             exhausted=self._exhausted,
             sources=MappingProxyType(sources),
         )
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The source IPs, in canonical form, in the order given."""
+        return self._config.sources
 
     @property
     def closed(self) -> bool:

@@ -6,6 +6,12 @@ there, FIELD-NOTES.md "asyncio and uvloop"), so there is no `PooledSocket` to wa
 transport calls `connection_lost()` exactly once after a connection was made; a failed
 connect never reaches it, and the retry policy gives the lease back itself in that case.
 
+The lease follows the transport, not the wrapper: whoever swaps the transport's protocol
+(`transport.set_protocol()`) drops the wrapper, and the new protocol, not the wrapper, hears
+of the loss. So each wrapper with a lease stays in `_HOLDING` and watches its transport with
+a weak reference: the lease goes back at `connection_lost()` or, failing that, when the
+transport is collected (a closed, dropped transport), whichever comes first, once.
+
 Every callback goes to the caller's protocol unchanged; `create_connection` returns that
 protocol, and only `transport.get_protocol()` shows the wrapper.
 """
@@ -13,6 +19,7 @@ protocol, and only `transport.get_protocol()` shows the wrapper.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,26 +30,34 @@ __all__ = ["LeasedProtocol", "leased"]
 
 
 class LeasedProtocol(asyncio.Protocol):
-    """Forwards to `inner`; gives the adopted lease back at `connection_lost` (or GC)."""
+    """Forwards to `inner`; gives the adopted lease back at `connection_lost`, or when the
+    transport is collected."""
 
-    __slots__ = ("_claim", "_inner", "_lost", "_owner")
+    __slots__ = ("_claim", "_inner", "_lost", "_owner", "_watch")
 
     def __init__(self, inner: asyncio.BaseProtocol) -> None:
         self._inner: Any = inner  # Any: a BaseProtocol that implements what the loop calls
         self._claim: Claim | None = None
         self._owner: LeaseOwner | None = None
+        self._watch: weakref.ref[asyncio.BaseTransport] | None = None
         self._lost = False
 
-    def _adopt(self, claim: Claim, owner: LeaseOwner) -> None:
+    def _adopt(self, claim: Claim, owner: LeaseOwner, transport: asyncio.BaseTransport) -> None:
         """Own the lease from now on. If the connection is already gone, give it back."""
         self._claim, self._owner = claim, owner
+        self._watch = weakref.ref(transport, self._transport_gone)
+        _HOLDING.add(self)
         if self._lost:
             self._give_back()
+
+    def _transport_gone(self, _: weakref.ref[asyncio.BaseTransport]) -> None:
+        self._give_back()
 
     def _give_back(self) -> None:
         claim, owner = self._claim, self._owner
         if claim is not None and owner is not None:
-            self._claim = self._owner = None
+            self._claim = self._owner = self._watch = None
+            _HOLDING.discard(self)
             owner._give_back(claim)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,9 +83,6 @@ class LeasedProtocol(asyncio.Protocol):
         result: bool | None = self._inner.eof_received()
         return result
 
-    def __del__(self) -> None:
-        self._give_back()  # the transport went away without connection_lost()
-
 
 class _LeasedBufferedProtocol(LeasedProtocol, asyncio.BufferedProtocol):
     """The same for a `BufferedProtocol`: the loop then calls these two instead."""
@@ -82,6 +94,10 @@ class _LeasedBufferedProtocol(LeasedProtocol, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._inner.buffer_updated(nbytes)
+
+
+# Every wrapper holding a lease, so that dropping it (a protocol swap) cannot lose the lease.
+_HOLDING: set[LeasedProtocol] = set()
 
 
 def leased(inner: asyncio.BaseProtocol) -> LeasedProtocol:

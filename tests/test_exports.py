@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import bindpool
+from bindpool._errors import combined
 
 CONTRACT = {
     "Pool",
@@ -67,3 +68,18 @@ def test_pool_signature_matches_the_contract() -> None:
         "strategy": "table",
     }
     assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "sources")
+
+
+def test_failures_of_several_addresses_combine_into_one() -> None:
+    """As asyncio and aiohappyeyeballs report them, but an exhausted pool stays visible."""
+    first = bindpool.PortsExhausted(("192.0.2.1", 80), ["127.0.0.2"], 0)
+    second = bindpool.PortsExhausted(("192.0.2.2", 80), ["127.0.0.2"], 0)
+    assert combined([first, second]) is first  # out of ports everywhere: that is the error
+    refused = ConnectionRefusedError(111, "Connect call failed")
+    assert combined([refused, ConnectionRefusedError(111, "Connect call failed")]) is refused
+    same_errno = combined([first, OSError(99, "Cannot assign requested address")])
+    assert same_errno.errno == 99
+    assert "Multiple exceptions: [Errno 99] no free source port" in str(same_errno)
+    mixed = combined([first, refused])
+    assert mixed.errno is None
+    assert "Connect call failed" in str(mixed)

@@ -23,6 +23,10 @@ class FakeOwner:
 CLAIM = cast("Claim", object())  # the wrapper only passes it back
 
 
+class FakeTransport(asyncio.BaseTransport):
+    """Something to watch: the wrapper holds it by weak reference only."""
+
+
 class Recorder(asyncio.Protocol):
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
@@ -48,10 +52,9 @@ class Recorder(asyncio.Protocol):
 
 
 def test_forwards_every_callback_and_releases_at_connection_lost() -> None:
-    inner, owner = Recorder(), FakeOwner()
+    inner, owner, transport = Recorder(), FakeOwner(), FakeTransport()
     wrapper = leased(inner)
-    wrapper._adopt(CLAIM, owner)
-    transport = cast("asyncio.BaseTransport", "transport")
+    wrapper._adopt(CLAIM, owner, transport)
     wrapper.connection_made(transport)
     wrapper.data_received(b"x")
     wrapper.pause_writing()
@@ -61,7 +64,7 @@ def test_forwards_every_callback_and_releases_at_connection_lost() -> None:
     error = ConnectionResetError()
     wrapper.connection_lost(error)
     assert inner.calls == [
-        ("made", "transport"),
+        ("made", transport),
         ("data", b"x"),
         ("pause", None),
         ("resume", None),
@@ -76,19 +79,24 @@ def test_forwards_every_callback_and_releases_at_connection_lost() -> None:
 
 
 def test_lost_before_adoption_releases_at_adoption() -> None:
-    owner = FakeOwner()
+    owner, transport = FakeOwner(), FakeTransport()
     wrapper = leased(Recorder())
     wrapper.connection_lost(None)
     assert owner.returned == []
-    wrapper._adopt(CLAIM, owner)
+    wrapper._adopt(CLAIM, owner, transport)
     assert owner.returned == [CLAIM]
 
 
-def test_released_when_collected_without_connection_lost() -> None:
-    owner = FakeOwner()
+def test_dropping_the_wrapper_keeps_the_lease_dropping_the_transport_returns_it() -> None:
+    """A protocol swap drops the wrapper while the connection lives on: the lease must stay
+    out until the transport itself is gone."""
+    owner, transport = FakeOwner(), FakeTransport()
     wrapper = leased(Recorder())
-    wrapper._adopt(CLAIM, owner)
+    wrapper._adopt(CLAIM, owner, transport)
     del wrapper
+    gc.collect()
+    assert owner.returned == []
+    del transport
     gc.collect()
     assert owner.returned == [CLAIM]
 
@@ -98,9 +106,9 @@ def test_inner_error_in_connection_lost_still_releases() -> None:
         def connection_lost(self, exc: Exception | None) -> None:
             raise RuntimeError("protocol bug")
 
-    owner = FakeOwner()
+    owner, transport = FakeOwner(), FakeTransport()
     wrapper = leased(Broken())
-    wrapper._adopt(CLAIM, owner)
+    wrapper._adopt(CLAIM, owner, transport)
     with pytest.raises(RuntimeError, match="protocol bug"):
         wrapper.connection_lost(None)
     assert owner.returned == [CLAIM]

@@ -296,6 +296,29 @@ async def test_connections_outlive_aclose_and_still_release(
     assert pool.statistics().in_use == 0
 
 
+async def test_lease_outlives_a_protocol_swap(
+    make_pool: PoolMaker, echo_server: tuple[str, int], released: list[bindpool.Lease]
+) -> None:
+    """The lease follows the connection, not the protocol it started with."""
+    lost = asyncio.get_running_loop().create_future()
+
+    class Successor(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(exc)
+
+    pool = make_pool(4, on_release=released.append)
+    transport, _ = await pool.create_connection(asyncio.Protocol, *echo_server)
+    transport.set_protocol(Successor())
+    gc.collect()
+    assert (pool.statistics().in_use, released) == (1, [])
+    transport.close()
+    await lost
+    del transport
+    gc.collect()
+    await until(lambda: pool.statistics().in_use == 0)
+    assert len(released) == 1
+
+
 async def test_factory_error_takes_no_port(
     make_pool: PoolMaker, echo_server: tuple[str, int], released: list[bindpool.Lease]
 ) -> None:
