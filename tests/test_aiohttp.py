@@ -28,15 +28,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 import bindpool
 import bindpool.aiohttp
 from tests.conftest import DEST, SOURCE, Servers
+from tests.fakes import RefusingHandOverLoop, until
 
 Opened = Callable[..., bindpool.Pool]
-
-
-async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait (bounded) for something the loop does a few iterations later."""
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110  # polls state the loop changes; no event
-            await asyncio.sleep(0.005)
 
 
 # -- the web servers -------------------------------------------------------------------------
@@ -505,15 +499,6 @@ async def test_deprecated_ssl_shutdown_timeout_still_reaches_the_loop(
         assert int(await text(session, f"{https}/port")) > 0
     await until(lambda: bool(released))
     assert len(released) == 1
-
-
-class RefusingHandOverLoop(asyncio.SelectorEventLoop):
-    """A loop whose `create_connection(sock=...)` fails without closing the socket."""
-
-    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("sock") is not None:
-            raise OSError("hand-over failed")
-        return await super().create_connection(*args, **kwargs)
 
 
 def test_socket_the_loop_did_not_take_is_closed_and_released(

@@ -31,15 +31,9 @@ from hypercorn.config import Config
 import bindpool
 import bindpool.httpx
 from tests.conftest import DEST, SOURCE, PoolMaker, Servers, sink
+from tests.fakes import until
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait (bounded) for something the loop does a few iterations later."""
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110  # polls state the loop changes; no event
-            await asyncio.sleep(0.005)
 
 
 async def all_released(pool: bindpool.Pool, released: list[bindpool.Lease], count: int) -> None:

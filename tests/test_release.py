@@ -16,12 +16,12 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 import bindpool
 from tests.conftest import DEST, SOURCE, PoolMaker, Servers, sink
+from tests.fakes import RefusingHandOverLoop, until
 
 
 @dataclass
@@ -33,13 +33,6 @@ class Peers:
     closed_port: int
     servers: Servers
     client_tls: ssl.SSLContext
-
-
-async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait (bounded) for something the loop does a few iterations later."""
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110  # polls state the loop changes; no event
-            await asyncio.sleep(0.005)
 
 
 # -- the scenarios: each returns the socket port it used, or None if it cannot know ----------
@@ -330,15 +323,6 @@ async def test_factory_error_takes_no_port(
         await pool.create_connection(broken, *echo_server)
     stats = pool.statistics()
     assert (stats.in_use, stats.connects, released) == (0, 0, [])
-
-
-class RefusingHandOverLoop(asyncio.SelectorEventLoop):
-    """A loop whose `create_connection(sock=...)` fails without closing the socket."""
-
-    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("sock") is not None:
-            raise OSError("hand-over failed")
-        return await super().create_connection(*args, **kwargs)
 
 
 def test_socket_not_taken_by_the_loop_is_closed_and_released(
