@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-quick clean
+.PHONY: test lint demo bench bench-quick docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,16 +20,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.table
-	$(BIN)/python -m benchmarks.throughput
-
-bench-quick: $(STAMP)
-	$(BIN)/python -m benchmarks.table --quick
-	$(BIN)/python -m benchmarks.throughput --quick
-
 demo: $(STAMP)
 	$(BIN)/python -m bindpool demo
 
+# Every benchmark, full size: JSON in benchmarks/results/, tables and plots in docs/.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+# The same, smaller: under two minutes.
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis
