@@ -227,6 +227,8 @@ class Servers:
     async def close(self) -> None:
         for server in self._servers:
             server.close()
+        for _ in range(3):  # handlers of connections accepted just now start, and register
+            await asyncio.sleep(0)
         for writer in list(self._writers):
             writer.close()
         if self._tasks:
