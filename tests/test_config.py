@@ -39,11 +39,15 @@ CONSTRUCTION: list[tuple[dict[str, Any], str]] = [
     ({"sources": ["::"]}, "not a unicast address"),
     ({"sources": ["224.0.0.1"]}, "not a unicast address"),
     ({"sources": ["::ffff:127.0.0.2"]}, "IPv4-mapped"),
+    ({"sources": ["127.0.0.2", None]}, "must be a str"),
+    ({"sources": ["127.0.0.2", 2130706434]}, "must be a str"),
     ({"ports": []}, "ports is empty"),
     ({"ports": range(0)}, "ports is empty"),
     ({"ports": [0]}, "outside 1-65535"),
     ({"ports": range(65530, 65540)}, "outside 1-65535"),
     ({"ports": [-1]}, "outside 1-65535"),
+    ({"ports": [40000, 70000]}, "outside 1-65535"),
+    ({"ports": [40000.0]}, "must hold ints"),
     ({"ports": ["80"]}, "must hold ints"),
     ({"ports": [True]}, "must hold ints"),
     ({"ports": "8080"}, "range or iterable of ints"),
@@ -57,6 +61,8 @@ CONSTRUCTION: list[tuple[dict[str, Any], str]] = [
     ({"cooldown": math.inf}, "cooldown must be a finite number >= 0"),
     ({"cooldown": "60"}, "cooldown must be a number"),
     ({"on_release": "print"}, "on_release must be callable"),
+    ({"cooldown": None}, "cooldown must be a number"),
+    ({"max_attempts": None}, "max_attempts must be an int >= 1"),
     ({"shard": (0, 0)}, "count >= 1"),
     ({"shard": (2, 2)}, "0 <= index < count"),
     ({"shard": (-1, 2)}, "0 <= index < count"),
@@ -134,6 +140,12 @@ def test_kernel_strategy_defaults_to_the_ephemeral_range_and_shards_stay_blocks(
 Call = Callable[[Any], Any]  # Any: these calls break the types on purpose
 PER_CALL: list[tuple[str, Call, type[BaseException], str]] = [
     ("port 0", lambda p: p.connect(DEST, 0), bindpool.ConfigurationError, "1-65535"),
+    ("port -1", lambda p: p.connect(DEST, -1), bindpool.ConfigurationError, "1-65535"),
+    ("port float", lambda p: p.connect(DEST, 80.0), bindpool.ConfigurationError, "1-65535"),
+    ("port bool", lambda p: p.connect(DEST, True), bindpool.ConfigurationError, "1-65535"),
+    ("port None", lambda p: p.connect(DEST, None), bindpool.ConfigurationError, "1-65535"),
+    ("host int", lambda p: p.connect(2130706433, 80), bindpool.ConfigurationError, "str"),
+    ("host bytes", lambda p: p.connect(b"127.0.0.1", 80), bindpool.ConfigurationError, "str"),
     ("port 70000", lambda p: p.connect(DEST, 70000), bindpool.ConfigurationError, "1-65535"),
     ("port str", lambda p: p.connect(DEST, "80"), bindpool.ConfigurationError, "1-65535"),
     ("host None", lambda p: p.connect(None, 80), bindpool.ConfigurationError, "non-empty str"),
@@ -149,6 +161,86 @@ PER_CALL: list[tuple[str, Call, type[BaseException], str]] = [
         lambda p: p.connect(DEST, 80, timeout=math.nan),
         bindpool.ConfigurationError,
         ">= 0 seconds",
+    ),
+    (
+        "timeout str",
+        lambda p: p.connect(DEST, 80, timeout="1"),
+        bindpool.ConfigurationError,
+        "number of seconds",
+    ),
+    (
+        "timeout bool",
+        lambda p: p.connect(DEST, 80, timeout=True),
+        bindpool.ConfigurationError,
+        "number of seconds",
+    ),
+    (
+        "stream limit 0",
+        lambda p: p.open_connection(DEST, 80, limit=0),
+        bindpool.ConfigurationError,
+        "limit must be an int >= 1",
+    ),
+    (
+        "stream limit str",
+        lambda p: p.open_connection(DEST, 80, limit="64k"),
+        bindpool.ConfigurationError,
+        "limit must be an int >= 1",
+    ),
+    (
+        "stream bad port",
+        lambda p: p.open_connection(DEST, 0),
+        bindpool.ConfigurationError,
+        "1-65535",
+    ),
+    (
+        "stream negative timeout",
+        lambda p: p.open_connection(DEST, 80, timeout=-0.5),
+        bindpool.ConfigurationError,
+        ">= 0 seconds",
+    ),
+    (
+        "server_hostname not a str",
+        lambda p: p.open_connection(DEST, 80, ssl=True, server_hostname=7),
+        bindpool.ConfigurationError,
+        "server_hostname must be a str",
+    ),
+    (
+        "negative handshake timeout",
+        lambda p: p.open_connection(DEST, 80, ssl=True, ssl_handshake_timeout=-1),
+        bindpool.ConfigurationError,
+        "ssl_handshake_timeout must be >= 0",
+    ),
+    (
+        "handshake timeout str",
+        lambda p: p.open_connection(DEST, 80, ssl=True, ssl_handshake_timeout="5"),
+        bindpool.ConfigurationError,
+        "ssl_handshake_timeout must be a number",
+    ),
+    (
+        "protocol factory a str",
+        lambda p: p.create_connection("Protocol", DEST, 80),
+        bindpool.ConfigurationError,
+        "protocol_factory must be callable",
+    ),
+    (
+        "protocol: bad host",
+        lambda p: p.create_connection(asyncio.Protocol, "", 80),
+        bindpool.ConfigurationError,
+        "non-empty str",
+    ),
+    (
+        "protocol: negative timeout",
+        lambda p: p.create_connection(asyncio.Protocol, DEST, 80, timeout=-1),
+        bindpool.ConfigurationError,
+        ">= 0 seconds",
+    ),
+    (
+        "protocol: ssl without name",
+        lambda p: p.create_connection(
+            asyncio.Protocol, DEST, 80, ssl=ssl.create_default_context(), server_hostname=""
+        ),
+        bindpool.ConfigurationError,
+        "server_hostname is empty",
     ),
     (
         "family mismatch",
@@ -213,6 +305,13 @@ async def test_call_rejects_before_taking_anything(
     stats = pool.statistics()
     assert (stats.in_use, stats.connects, stats.retries, stats.exhausted) == (0, 0, 0, 0)
     assert released == []
+
+
+async def test_family_mismatch_names_family_and_sources(no_fd_leak: None) -> None:
+    pool = bindpool.Pool(["::1"], ports=range(40000, 40010))
+    with pytest.raises(bindpool.ConfigurationError, match=r"IPv4 addresses only.*::1"):
+        await pool.connect(DEST, 80)
+    assert pool.statistics().in_use == 0
 
 
 async def test_closed_pool(released: list[bindpool.Lease], no_fd_leak: None) -> None:
