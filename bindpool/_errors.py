@@ -8,12 +8,20 @@ and reach the caller as the usual `OSError` / `TimeoutError`.
 from __future__ import annotations
 
 import errno
+import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
-__all__ = ["BindPoolError", "ConfigurationError", "PoolClosed", "PortsExhausted", "combined"]
+__all__ = [
+    "BindPoolError",
+    "ConfigurationError",
+    "PoolClosed",
+    "PortsExhausted",
+    "combined",
+    "no_source_for",
+]
 
 
 class BindPoolError(Exception):
@@ -90,3 +98,15 @@ def combined(errors: Sequence[OSError]) -> OSError:
     if all(error.errno == first.errno for error in errors):
         return OSError(first.errno, message)
     return OSError(message)
+
+
+_FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+def no_source_for(host: str, families: Iterable[int], sources: Sequence[str]) -> ConfigurationError:
+    """The error for a destination whose addresses are all of families no source has."""
+    names = sorted({_FAMILY_NAMES.get(family, str(family)) for family in families})
+    return ConfigurationError(
+        f"{host} has {' and '.join(names) or 'no'} addresses only, but the pool's sources are "
+        f"{', '.join(sources)}: add a source of that family"
+    )

@@ -14,12 +14,17 @@ import asyncio
 import contextlib
 import functools
 import logging
-import socket
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TypeVar, cast
 
 from bindpool import _config, _connector, _resolve
-from bindpool._errors import ConfigurationError, PoolClosed, PortsExhausted, combined
+from bindpool._errors import (
+    ConfigurationError,
+    PoolClosed,
+    PortsExhausted,
+    combined,
+    no_source_for,
+)
 from bindpool._ledger import KernelLedger
 from bindpool._protocol import leased
 from bindpool._table import PortTable, family_of
@@ -48,7 +53,6 @@ class _Allocator(Protocol):
 
 
 _log = logging.getLogger("bindpool")
-_FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
 class Pool:
@@ -295,12 +299,7 @@ class Pool:
                 targets = await _resolve.resolve(loop, host, port)
             usable = [t for t in targets if t[0] in self._families]
             if not usable:
-                families = sorted({_FAMILY_NAMES.get(t[0], str(t[0])) for t in targets})
-                raise ConfigurationError(
-                    f"{host} has {' and '.join(families) or 'no'} addresses only, but the "
-                    f"pool's sources are {', '.join(self._config.sources)}: add a source of "
-                    "that family"
-                )
+                raise no_source_for(host, (t[0] for t in targets), self._config.sources)
             errors: list[OSError] = []
             for target in usable:  # in the resolver's order, as asyncio does
                 try:

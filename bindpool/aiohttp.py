@@ -58,10 +58,9 @@ except ImportError as exc:
 
 import asyncio
 import errno
-import socket
 from typing import TYPE_CHECKING, Any
 
-from bindpool._errors import ConfigurationError, combined
+from bindpool._errors import ConfigurationError, combined, no_source_for
 from bindpool._pool import Pool
 from bindpool._table import family_of
 
@@ -79,7 +78,6 @@ if tuple(int(part) for part in aiohttp.__version__.split(".")[:2]) < _MINIMUM:
         "pip install 'bindpool[aiohttp]'"
     )
 
-_FAMILY_NAMES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 # What aiohttp's own TCPConnector offers that the pool replaces: the message says why.
 _REFUSED = {
     "local_addr": "the pool's sources are the local addresses: give them to bindpool.Pool",
@@ -133,7 +131,7 @@ class TCPConnector(aiohttp.TCPConnector):
         """Connect through the pool; aiohttp's own bounds and error mapping around it."""
         usable = [info for info in addr_infos if info[0] in self._families]
         if not usable:
-            problem = self._no_usable_family(req, addr_infos)
+            problem = no_source_for(req.host, (info[0] for info in addr_infos), self._pool.sources)
             raise client_error(
                 req.connection_key, OSError(errno.EAFNOSUPPORT, str(problem))
             ) from problem
@@ -177,12 +175,3 @@ class TCPConnector(aiohttp.TCPConnector):
             sock.close()
             raise
         return transport, protocol
-
-    def _no_usable_family(
-        self, req: ClientRequest, addr_infos: list[AddrInfoType]
-    ) -> ConfigurationError:
-        families = sorted({_FAMILY_NAMES.get(info[0], str(info[0])) for info in addr_infos})
-        return ConfigurationError(
-            f"{req.host} has {' and '.join(families) or 'no'} addresses only, but the pool's "
-            f"sources are {', '.join(self._pool.sources)}: add a source of that family"
-        )
