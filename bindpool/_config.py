@@ -73,7 +73,9 @@ def configure(
         raise ConfigurationError(f"on_release must be callable(Lease) or None, not {on_release!r}")
     addresses = check_sources(sources)
     kernel = strategy == "kernel"
-    chosen = _check_ports(ports, _host.ephemeral_range() if kernel else None)
+    # The kernel never picks a reserved port (net.ipv4.ip_local_reserved_ports).
+    reserved = frozenset(_host.reserved_ports()) if kernel else frozenset()
+    chosen = _kernel_ports(ports, reserved) if kernel else _check_ports(ports)
     if shard is not None:
         chosen = _slice(chosen, shard)
     return PoolConfig(
@@ -83,7 +85,7 @@ def configure(
         max_attempts=max_attempts,
         on_release=on_release,
         strategy="kernel" if kernel else "table",
-        span=_kernel_span(chosen) if kernel else None,
+        span=_kernel_span(chosen, reserved) if kernel else None,
     )
 
 
@@ -135,9 +137,9 @@ def _canonical_source(item: object) -> str:
     return str(ip)
 
 
-def _check_ports(ports: Iterable[int] | None, default: range | None) -> tuple[int, ...]:
+def _check_ports(ports: Iterable[int] | None) -> tuple[int, ...]:
     if ports is None:
-        chosen = default if default is not None else _host.default_ports()
+        chosen = _host.default_ports()
         if not chosen:
             raise ConfigurationError("this host reports an empty port range: pass ports=")
         return tuple(sorted(set(chosen)))
@@ -179,15 +181,36 @@ def _slice(ports: tuple[int, ...], shard: object) -> tuple[int, ...]:
     return ports[start : start + size + (index < extra)]
 
 
-def _kernel_span(ports: tuple[int, ...]) -> tuple[int, int] | None:
-    """What strategy "kernel" needs of `ports`, or ConfigurationError saying why not."""
+def _kernel_ports(ports: Iterable[int] | None, reserved: frozenset[int]) -> tuple[int, ...]:
+    """strategy "kernel": the ports its pick may land on. Default: the ephemeral range."""
+    if ports is None:
+        chosen = tuple(port for port in _host.ephemeral_range() if port not in reserved)
+        if not chosen:
+            raise ConfigurationError("every port of the ephemeral range is reserved: pass ports=")
+        return chosen
+    chosen = _check_ports(ports)
+    if taken := reserved.intersection(chosen):
+        raise ConfigurationError(
+            f"strategy='kernel' cannot use reserved ports ({_host.format_port_list(list(taken))} "
+            "are in net.ipv4.ip_local_reserved_ports, and the kernel's pick skips them): use a "
+            "block clear of them, or strategy='table', which uses reserved ports by default"
+        )
+    return chosen
+
+
+def _kernel_span(ports: tuple[int, ...], reserved: frozenset[int]) -> tuple[int, int] | None:
+    """What strategy "kernel" needs of `ports`, or ConfigurationError saying why not.
+
+    Returns the block to narrow the kernel's pick to, or None for the whole ephemeral range.
+    """
     if not _host.has_option(socket.SOL_IP, _host.IP_BIND_ADDRESS_NO_PORT, 1):
         raise ConfigurationError(
             "strategy='kernel' needs IP_BIND_ADDRESS_NO_PORT (Linux >= 4.2), which this "
             "kernel lacks: use strategy='table'"
         )
     low, high = ports[0], ports[-1]
-    if high - low + 1 != len(ports):
+    skipped = sum(1 for port in reserved if low <= port <= high)  # gaps the kernel skips too
+    if high - low + 1 != len(ports) + skipped:
         raise ConfigurationError(
             f"strategy='kernel' needs ports to be one contiguous block, for the kernel picks "
             f"anywhere from the lowest to the highest; got {len(ports)} ports spread over "
@@ -203,9 +226,8 @@ def _kernel_span(ports: tuple[int, ...]) -> tuple[int, int] | None:
         )
     if (low, high) == (first, last):
         return None
-    if not _host.has_option(
-        socket.SOL_IP, _host.IP_LOCAL_PORT_RANGE, _host.local_port_range(low, high)
-    ):
+    narrowing = _host.local_port_range(low, high)
+    if not _host.has_option(socket.SOL_IP, _host.IP_LOCAL_PORT_RANGE, narrowing):
         raise ConfigurationError(
             "this kernel lacks the per-socket IP_LOCAL_PORT_RANGE option (Linux >= 6.3), so "
             "strategy='kernel' can only pick from the whole ephemeral range: pass ports=None"

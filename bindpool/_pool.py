@@ -71,7 +71,8 @@ class Pool:
         strategy: "table": bindpool picks each port from its table. "kernel": the kernel
             picks it at connect time (IP_BIND_ADDRESS_NO_PORT, narrowed to `ports` with
             IP_LOCAL_PORT_RANGE), atomically across processes; `ports` must then be one
-            contiguous block inside the host's ephemeral range (default: that range), and
+            contiguous block inside the host's ephemeral range and clear of its reserved
+            ports, which the kernel's pick skips (default: that range, less those), and
             TIME_WAIT is left to the kernel (`cooldown` is unused).
 
     Raises:
@@ -187,8 +188,9 @@ class Pool:
     ) -> tuple[asyncio.Transport, _P]:
         """`loop.create_connection` through the pool: a (transport, protocol) pair.
 
-        The lease goes back when the connection is lost. See `open_connection` for `ssl`,
-        `server_hostname`, `ssl_handshake_timeout` and `timeout`.
+        The lease goes back when the connection is lost (on uvloop, after a
+        `transport.set_protocol()`, when the transport is collected). See `open_connection`
+        for `ssl`, `server_hostname`, `ssl_handshake_timeout` and `timeout`.
         """
         self._check_call(host, port, timeout)
         name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)

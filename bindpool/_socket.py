@@ -33,9 +33,10 @@ class LeaseOwner(Protocol):
 class PooledSocket(socket.socket):
     """A connected, non-blocking TCP socket whose source port belongs to a `Pool`.
 
-    Use it like any socket, or hand it to `loop.create_connection(sock=...)`, aiohttp, httpx
-    or anyio. Its lease goes back to the pool exactly once: on `close()`, on `detach()`, or
-    when it is garbage-collected unclosed.
+    Made by `Pool.connect()`, not constructed directly. Use it like any socket, or hand it
+    to `loop.create_connection(sock=...)`, aiohttp, httpx or anyio. Its lease goes back to
+    the pool exactly once: on `close()`, on `detach()`, or when it is garbage-collected
+    unclosed.
     """
 
     __slots__ = ("_claim", "_owner")

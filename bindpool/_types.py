@@ -35,11 +35,13 @@ class SourceStatistics:
         in_use: live leases on this source.
         footprint: distinct ports bound by live leases now: what other programs on the host
             lose from the kernel's automatic port pick.
-        cooling: released (port, destination) pairs still resting.
+        cooling: released (port, destination) pairs still resting (always 0 with
+            strategy "kernel", which leaves TIME_WAIT to the kernel).
         held: (port, destination) pairs resting after the kernel reported them taken
-            elsewhere (EADDRNOTAVAIL), or found unusable (EADDRINUSE).
+            elsewhere (EADDRNOTAVAIL), or found unusable (EADDRINUSE). With strategy
+            "kernel": destinations the kernel reported full, skipped for a second.
         blocked: ports unusable on this source for a while (EADDRINUSE at bind: a listener,
-            or a socket without SO_REUSEADDR, holds them).
+            or a socket without SO_REUSEADDR, holds them); always 0 with strategy "kernel".
         destinations: destinations this source keeps any state for.
     """
 

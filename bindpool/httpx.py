@@ -284,7 +284,6 @@ class AsyncHTTPTransport(httpx.AsyncHTTPTransport):
 
     Attributes:
         backend: the `PoolBackend` the httpcore pool connects through.
-        pool: the `bindpool.Pool` (read-only).
 
     Raises:
         ConfigurationError: `local_address` or `uds` given (the pool's sources replace them),

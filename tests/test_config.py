@@ -126,9 +126,28 @@ def test_kernel_strategy_needs_one_block_inside_the_ephemeral_range(
         bindpool.Pool([SOURCE], ports=ports, strategy="kernel")
 
 
+def test_kernel_strategy_refuses_reserved_ports_and_leaves_them_out_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel's pick never lands on a reserved port: a block of them could never
+    connect, and by default they are not counted as room. (The host's reserved ports are
+    faked here: a test may not change the host's sysctls.)"""
+    top = EPHEMERAL.stop - 1
+    monkeypatch.setattr(_host, "reserved_ports", lambda: [top - 2, top - 1])
+    with pytest.raises(bindpool.ConfigurationError, match=f"{top - 2}-{top - 1} are in net.ipv4"):
+        bindpool.Pool([SOURCE], ports=range(top - 9, top + 1), strategy="kernel")
+    default = bindpool.Pool([SOURCE], strategy="kernel")._config
+    assert len(default.ports) == len(EPHEMERAL) - 2
+    assert default.span is None
+    last_shard = bindpool.Pool([SOURCE], strategy="kernel", shard=(7, 8))._config
+    assert last_shard.span == (last_shard.ports[0], top)  # across the reserved gap
+    assert top - 1 not in last_shard.ports
+
+
 def test_kernel_strategy_defaults_to_the_ephemeral_range_and_shards_stay_blocks() -> None:
     pool = bindpool.Pool([SOURCE], strategy="kernel")
-    assert pool._config.ports == tuple(EPHEMERAL)
+    reserved = set(_host.reserved_ports())
+    assert pool._config.ports == tuple(port for port in EPHEMERAL if port not in reserved)
     assert pool._config.span is None  # the whole range: nothing to narrow
     shard = bindpool.Pool([SOURCE], strategy="kernel", shard=(1, 4))._config
     assert shard.span == (shard.ports[0], shard.ports[-1])
