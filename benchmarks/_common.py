@@ -5,22 +5,25 @@ Targets are never adjusted to pass: a miss is printed as a miss, with the figure
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping, Sequence
 
 RESULTS = Path(__file__).parent / "results"
+SIZES = ("full", "quick", "tiny")  # tiny: the smoke tests' size, seconds at most
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class Target:
             f"(target {sign} {self.bound:g}{self.unit})"
         )
 
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> Target:
+        """The Target a results file recorded (its "holds" is recomputed, not trusted)."""
+        return cls(**{field.name: item[field.name] for field in fields(cls)})
+
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
@@ -55,19 +63,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "load_average": os.getloadavg()[0],  # the machine is often shared: a noise hint
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
 
-def save(name: str, data: dict[str, Any], targets: list[Target]) -> Path:
-    """Write `benchmarks/results/<name>.json` and print the targets."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save(
+    name: str, data: dict[str, Any], targets: list[Target], directory: Path | None = None
+) -> Path:
+    """Write `benchmarks/results/<name>.json` (or `directory/<name>.json`), print targets."""
+    directory = RESULTS if directory is None else directory
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     payload = {
         "benchmark": name,
         "machine": machine(),
@@ -102,3 +123,34 @@ def peer(host: str = "127.0.0.1") -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def arguments(
+    doc: str | None, argv: list[str] | None, *, modes: Sequence[str] = ()
+) -> argparse.Namespace:
+    """The options every benchmark takes: its size, where results go; `--mode` if `modes`."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="the bench-quick sizes")
+    parser.add_argument("--size", choices=SIZES, help="full (default), quick or tiny")
+    parser.add_argument("--results", type=Path, help="directory for the JSON results")
+    if modes:
+        parser.add_argument(
+            "--mode",
+            choices=("auto", *modes),
+            default="auto",
+            help="namespace: run in a private network namespace (root); auto: there when "
+            "root may make one",
+        )
+    args = parser.parse_args(argv)
+    args.size = args.size or ("quick" if args.quick else "full")
+    return args
+
+
+def deadline(seconds: int) -> None:
+    """A hard bound: SIGALRM's default action ends the process, even inside a syscall."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(seconds)

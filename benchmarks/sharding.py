@@ -12,7 +12,6 @@ pick is atomic across processes. Target: with sharding, retries < 1% of connects
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import subprocess
@@ -20,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Target, save
+from benchmarks._common import Target, arguments, save
 from bindpool import _host
 
 SOURCE = "127.0.0.60"
@@ -100,11 +99,12 @@ def rate(reports: list[dict[str, Any]]) -> tuple[int, int, float]:
     return connects, retries, retries / max(1, connects)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a smaller range")
-    args = parser.parse_args()
-    size = 400 if args.quick else 2000
+SIZES = {"full": 2000, "quick": 400, "tiny": 40}
+
+
+def run(size_name: str) -> tuple[dict[str, Any], list[Target]]:
+    """The three runs at one of the sizes: their figures and the target."""
+    size = SIZES[size_name]
     ephemeral = _host.ephemeral_range()
     table_ports = range(22000, 22000 + size)  # below the ephemeral range
     kernel_ports = range(ephemeral.stop - size, ephemeral.stop)
@@ -127,7 +127,12 @@ def main() -> None:
             "%",
         )
     ]
-    save("sharding", data, targets)
+    return data, targets
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__, argv)
+    save("sharding", *run(args.size), args.results)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ a tenth of the run and at its end, and must be flat; a second later the table mu
 nothing at all (no lease, nothing cooling, no destination), and every lease must have been
 released exactly once.
 
-    python -m benchmarks.soak [--quick] [--connects N]
+    python -m benchmarks.soak [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import uvloop
 
 import bindpool
-from benchmarks._common import Target, peer, save
+from benchmarks._common import Target, arguments, peer, save
 
 SOURCE = "127.0.0.70"
 PORTS = range(24000, 26000)
@@ -125,14 +124,13 @@ async def soak(port: int, connects: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="20,000 connects")
-    parser.add_argument("--connects", type=int, default=None)
-    args = parser.parse_args()
-    connects = args.connects or (20_000 if args.quick else 100_000)
+CONNECTS = {"full": 100_000, "quick": 20_000, "tiny": 2_000}
+
+
+def run(size: str) -> tuple[dict[str, Any], list[Target]]:
+    """The soak at one of the sizes: its figures and its target."""
     with peer() as port:
-        result = uvloop.run(soak(port, connects))
+        result = uvloop.run(soak(port, CONNECTS[size]))
     traced, resident = result["traced_bytes"], result["resident_kib"]
     growth = traced["end"] / max(1, traced["warm"])
     print(
@@ -141,8 +139,12 @@ def main() -> None:
         f"{traced['end'] / 1024:.0f} KiB ({traced['empty'] / 1024:.0f} KiB once the table "
         f"emptied), resident {resident['warm']} -> {resident['end']} KiB"
     )
-    targets = [Target("traced memory, end / after warm-up", growth, 1.10, True)]
-    save("soak", result, targets)
+    return result, [Target("traced memory, end / after warm-up", growth, 1.10, True)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__, argv)
+    save("soak", *run(args.size), args.results)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,16 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import random
 import socket
+import sys
 import time
 import tracemalloc
+from dataclasses import dataclass
 from typing import Any
 
-from benchmarks._common import Target, median, percentile, save
+from benchmarks._common import Target, arguments, median, percentile, save
 from bindpool._table import PortTable
 
 SOURCE = "127.0.0.2"
@@ -145,11 +146,25 @@ def footprint(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer batches and steps")
-    args = parser.parse_args()
-    batches, batch, steps = (9, 5000, 60_000) if args.quick else (25, 20_000, 300_000)
+@dataclass(frozen=True)
+class Sizes:
+    batches: int  # timed batches per occupancy
+    batch: int  # acquire+release pairs per batch
+    steps: int  # events per footprint load
+    leases: int  # live leases for memory per lease, one destination
+    destinations: int  # idle destinations for memory per idle destination
+
+
+SIZES = {
+    "full": Sizes(25, 20_000, 300_000, 20_000, 5_000),
+    "quick": Sizes(9, 5_000, 60_000, 20_000, 5_000),
+    "tiny": Sizes(3, 100, 2_000, 500, 100),
+}
+
+
+def run(size: str) -> tuple[dict[str, Any], list[Target]]:
+    sizes = SIZES[size]
+    batches, batch, steps = sizes.batches, sizes.batch, sizes.steps
     data: dict[str, Any] = {"range": len(RANGE)}
     targets = []
 
@@ -173,18 +188,23 @@ def main() -> None:
             )
     data["acquire_release_us"] = cost
 
-    one = memory_per_lease(1, 20_000)
-    many = memory_per_lease(1_000, 20)
-    cooling, idle = memory_per_idle_destination(5_000)
+    spread = sizes.leases // 20  # destinations with 20 leases each
+    one = memory_per_lease(1, sizes.leases)
+    many = memory_per_lease(spread, 20)
+    cooling, idle = memory_per_idle_destination(sizes.destinations)
     data["memory_bytes"] = {
+        "leases": sizes.leases,
+        "spread_destinations": spread,
+        "idle_destinations": sizes.destinations,
         "per_lease_1_destination": one,
-        "per_lease_1000_destinations": many,
+        "per_lease_spread": many,
         "per_idle_destination_cooling": cooling,
         "per_idle_destination_after_cooldown": idle,
     }
     print(
-        f"memory: {one:.0f} B per lease (1 destination), {many:.0f} B (1000 destinations); "
-        f"idle destination {cooling:.0f} B while cooling, {idle:.1f} B after"
+        f"memory: {one:.0f} B per lease (1 destination), {many:.0f} B "
+        f"({spread} destinations); idle destination {cooling:.0f} B while "
+        f"cooling, {idle:.1f} B after"
     )
     targets.append(Target("memory per live lease (worst layout)", max(one, many), 300, True, " B"))
 
@@ -203,8 +223,15 @@ def main() -> None:
         targets.append(
             Target(f"footprint / busiest destination, {label}", skew["mean"], 1.34, True)
         )
-    save("table", data, targets)
+    return data, targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__, argv)
+    data, targets = run(args.size)
+    save("table", data, targets, args.results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -46,7 +46,7 @@ class PoolConfig:
     on_release: Callable[[Lease], object] | None
     strategy: Strategy
     # strategy "kernel": the block to narrow the kernel's pick to with IP_LOCAL_PORT_RANGE,
-    # or None when the block is the whole ephemeral range (nothing to narrow)
+    # or None where the kernel lacks that option (the block is then the ephemeral range)
     span: tuple[int, int] | None = None
 
 
@@ -201,7 +201,8 @@ def _kernel_ports(ports: Iterable[int] | None, reserved: frozenset[int]) -> tupl
 def _kernel_span(ports: tuple[int, ...], reserved: frozenset[int]) -> tuple[int, int] | None:
     """What strategy "kernel" needs of `ports`, or ConfigurationError saying why not.
 
-    Returns the block to narrow the kernel's pick to, or None for the whole ephemeral range.
+    Returns the block to narrow the kernel's pick to, or None where the kernel cannot
+    narrow it (and the block is the whole ephemeral range).
     """
     if not _host.has_option(socket.SOL_IP, _host.IP_BIND_ADDRESS_NO_PORT, 1):
         raise ConfigurationError(
@@ -224,15 +225,18 @@ def _kernel_span(ports: tuple[int, ...], reserved: frozenset[int]) -> tuple[int,
             f"(net.ipv4.ip_local_port_range) and can only narrow it; ports {low}-{high} "
             "leave it: choose a block inside it, or strategy='table'"
         )
-    if (low, high) == (first, last):
-        return None
     narrowing = _host.local_port_range(low, high)
-    if not _host.has_option(socket.SOL_IP, _host.IP_LOCAL_PORT_RANGE, narrowing):
+    if _host.has_option(socket.SOL_IP, _host.IP_LOCAL_PORT_RANGE, narrowing):
+        # Set even for the whole range: with it the kernel searches the block port by port,
+        # without it every other port first (__inet_hash_connect), so its connect cost
+        # doubles from half full (measured: 1.83x at 99%, against 1.05x with it).
+        return low, high
+    if (low, high) != (first, last):
         raise ConfigurationError(
             "this kernel lacks the per-socket IP_LOCAL_PORT_RANGE option (Linux >= 6.3), so "
             "strategy='kernel' can only pick from the whole ephemeral range: pass ports=None"
         )
-    return low, high
+    return None
 
 
 # -- per call -------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_kernel_strategy_refuses_reserved_ports_and_leaves_them_out_by_default(
         bindpool.Pool([SOURCE], ports=range(top - 9, top + 1), strategy="kernel")
     default = bindpool.Pool([SOURCE], strategy="kernel")._config
     assert len(default.ports) == len(EPHEMERAL) - 2
-    assert default.span is None
+    assert default.span == (EPHEMERAL.start, top)
     last_shard = bindpool.Pool([SOURCE], strategy="kernel", shard=(7, 8))._config
     assert last_shard.span == (last_shard.ports[0], top)  # across the reserved gap
     assert top - 1 not in last_shard.ports
@@ -148,7 +148,8 @@ def test_kernel_strategy_defaults_to_the_ephemeral_range_and_shards_stay_blocks(
     pool = bindpool.Pool([SOURCE], strategy="kernel")
     reserved = set(_host.reserved_ports())
     assert pool._config.ports == tuple(port for port in EPHEMERAL if port not in reserved)
-    assert pool._config.span is None  # the whole range: nothing to narrow
+    # Narrowed even to the whole range: the kernel then searches it port by port.
+    assert pool._config.span == (EPHEMERAL.start, EPHEMERAL.stop - 1)
     shard = bindpool.Pool([SOURCE], strategy="kernel", shard=(1, 4))._config
     assert shard.span == (shard.ports[0], shard.ports[-1])
     assert len(shard.ports) == shard.ports[-1] - shard.ports[0] + 1

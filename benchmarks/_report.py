@@ -1,0 +1,435 @@
+"""What a run says: the figures reported beside each target, and `docs/benchmarks.md`.
+
+Everything here reads the JSON payloads the benchmarks saved (`benchmarks._common.save`):
+`{"benchmark", "machine", "data", "targets"}`; nothing is measured here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks._common import Target
+
+__all__ = ["beside", "markdown", "targets"]
+
+Payload = dict[str, Any]
+TITLES = {
+    "capacity": "Capacity",
+    "occupancy": "Connect cost as the range fills",
+    "throughput": "Throughput",
+    "table": "The port table",
+    "sharding": "Several processes on one source",
+    "soak": "The soak",
+}
+
+
+def targets(payload: Payload) -> list[Target]:
+    return [Target.from_json(item) for item in payload["targets"]]
+
+
+def beside(name: str, data: dict[str, Any]) -> list[str]:
+    """Figures printed next to a benchmark's targets: the methods without a target."""
+    if name == "capacity":
+        return [
+            f"{method}: {row['held']} held ({row['ratio']:.1%} of R x D)"
+            for method, row in data["methods"].items()
+        ]
+    if name == "occupancy":
+        return [
+            f"{method}: median 99%/0% {row['median_ratio']:.2f}, p99 99%/0% "
+            f"{row['p99_ratio']:.2f} ({row['median_us'][0]:.0f} -> {row['median_us'][-1]:.0f} us)"
+            for method, row in data["methods"].items()
+        ]
+    if name == "throughput":
+        return [
+            f"{loop}: bindpool kernel/plain {data[loop]['kernel_ratio']:.3f}; "
+            + (
+                f"libuv explicit port, no pool/plain {data[loop]['explicit_port_ratio']:.3f}; "
+                if "explicit_port_ratio" in data[loop]
+                else ""
+            )
+            + (
+                f"local_addr/plain {data[loop]['local_addr_ratio']:.3f} (a phase of its own)"
+                if "local_addr" in data[loop]
+                else "local_addr not measured (no private namespace)"
+            )
+            for loop in ("asyncio", "uvloop")
+            if loop in data
+        ]
+    if name == "table":
+        memory = data["memory_bytes"]
+        return [
+            f"memory per idle destination: {memory['per_idle_destination_cooling']:.0f} B while "
+            f"its 4-tuple cools, {memory['per_idle_destination_after_cooldown']:.1f} B after",
+            *(
+                f"footprint {label}: p95 {row['p95']:.3f}, max {row['max']:.3f}"
+                for label, row in data["footprint"].items()
+            ),
+        ]
+    if name == "sharding":
+        return [
+            f"{label}: {row['connects']} connects, {row['retries']} retries "
+            f"({row['retry_rate']:.2%})"
+            for label, row in data.items()
+            if isinstance(row, dict)
+        ]
+    if name == "soak":
+        resident = data["resident_kib"]
+        return [
+            f"{data['connects']} connects ({data['faults']} faults) in {data['seconds']:.1f} s; "
+            f"resident {resident['warm']} -> {resident['end']} KiB; table empty after: "
+            f"{data['statistics']['in_use'] == 0}"
+        ]
+    return []
+
+
+# -- docs/benchmarks.md ----------------------------------------------------------------------
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _header(*cells: str, align: str = "") -> list[str]:
+    """A table's header; `align` has an "l" or "r" per column (default: text, then figures)."""
+    align = align or "l" + "r" * (len(cells) - 1)
+    return [_row(*cells), _row(*("---" if a == "l" else "---:" for a in align))]
+
+
+def _verdict(target: Target) -> str:
+    return "holds" if target.holds else "**missed**"
+
+
+def _target_rows(results: dict[str, Payload]) -> list[str]:
+    lines = _header("benchmark", "target", "measured", "bound", "verdict", align="llrrl")
+    for name, payload in results.items():
+        for target in targets(payload):
+            sign = "≤" if target.at_most else "≥"
+            lines.append(
+                _row(
+                    name,
+                    target.name,
+                    f"{target.measured:.3g}{target.unit}",
+                    f"{sign} {target.bound:g}{target.unit}",
+                    _verdict(target),
+                )
+            )
+    return lines
+
+
+def _capacity(data: dict[str, Any]) -> list[str]:
+    r, d = data["range"], data["destinations"]
+    lines = [
+        f"One source IP ({data['source']}) opens connections to each of D = {d} listeners in "
+        f"turn until the method fails for that destination, and keeps them all open; the "
+        f"figure is how many it held at once. The wall: {data['wall']}. The listeners never "
+        "`accept()`: connections wait in their accept queue. Between methods every socket is "
+        "closed with an RST (SO_LINGER 0) and the listeners are new. Correctness is checked "
+        "outside the count: every socket on the source and the block, each 4-tuple once, the "
+        "pool's leases all back after the close.",
+        "",
+        *_header("method", "held", "of R × D", "per destination", "stopped by", align="lrrll"),
+    ]
+    for method, row in data["methods"].items():
+        lines.append(
+            _row(
+                method,
+                row["held"],
+                f"{row['ratio']:.1%}",
+                ", ".join(str(n) for n in row["per_destination"]),
+                ", ".join(sorted(set(row["stopped_by"]))),
+            )
+        )
+    lines += ["", f"R × D = {r} × {d} = {r * d}.", "", "![capacity](img/capacity.png)"]
+    return lines
+
+
+def _occupancy(data: dict[str, Any]) -> list[str]:
+    levels = [f"{level}%" for level in data["levels"]]
+    lines = [
+        f"Connections from {data['source']} to one listener fill X% of an R = {data['range']}"
+        "-port range (opened by the method itself, as a program using it would have them); "
+        "then new connections to the same destination are timed, each socket + options + bind "
+        "+ connect + close (RST). "
+        f"{data['samples_per_level']} samples per point, over {data['rounds']} passes that "
+        "alternate the methods; garbage collector off while timing. The raw methods use "
+        "blocking sockets; bindpool's figure is `await pool.connect()` + close on asyncio's "
+        "loop, with `ports` = the same block and the default 60 s cool-down, so it includes an "
+        "event-loop wait for the connect: compare ratios across methods, not absolute "
+        f"figures. The wall: {data['wall']}.",
+        "",
+        "Median, µs:",
+        "",
+        *_header("method", *levels, "99% ÷ 0%"),
+    ]
+    for method, row in data["methods"].items():
+        cells = [f"{v:.1f}" for v in row["median_us"]]
+        lines.append(_row(method, *cells, f"{row['median_ratio']:.2f}×"))
+    lines += ["", "99th percentile, µs:", "", *_header("method", *levels, "99% ÷ 0%")]
+    for method, row in data["methods"].items():
+        cells = [f"{v:.1f}" for v in row["p99_us"]]
+        lines.append(_row(method, *cells, f"{row['p99_ratio']:.2f}×"))
+    lines += ["", "![connect cost vs occupancy](img/occupancy.png)", ""]
+    if data["mode"] == "namespace":
+        lines += [
+            "In the namespace the pool's block is the namespace's whole ephemeral range, so "
+            "strategy `kernel` sets no `IP_LOCAL_PORT_RANGE` (nothing to narrow) and connect() "
+            "searches the range as plain NO_PORT does: ports of one parity first, two at a "
+            "time; from 50% full on those are all taken, and every connect walks past them "
+            "before it tries the others. The row `NO_PORT + IP_LOCAL_PORT_RANGE` sets the "
+            "option to that same whole range: with a per-socket range the kernel searches one "
+            "port at a time with no parity preference (Linux ≥ 6.3, `__inet_hash_connect`: "
+            "`step = local_ports ? 1 : 2`), from where its last pick left off, and the cost "
+            "stays flat.",
+        ]
+    else:
+        lines += [
+            "Without a namespace every raw socket carries `IP_LOCAL_PORT_RANGE`, which also "
+            "changes how connect() searches (one port at a time, no parity preference, from "
+            "where its last pick left off), so NO_PORT stays flat here; in a namespace, with "
+            "the sysctl alone, it does not (ports of one parity first: from 50% full on, "
+            "every connect walks past all of them).",
+        ]
+    return lines
+
+
+def _throughput(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{data['concurrency']} workers open and close {data['connections']} connections per "
+        f"round to a server in its own process ({data['network']}); {data['rounds']} rounds "
+        "alternate between the methods, each figure is the method's median round. `plain` is "
+        "`asyncio.open_connection` with no source binding; `bindpool` is "
+        "`pool.open_connection` with strategy `table` (on uvloop: libuv binds and connects, "
+        "the native path); `kernel` is strategy `kernel` over the ephemeral range (a socket "
+        "handed to the loop). Each binds its own source IP. On uvloop the same rounds also "
+        "time `loop.create_connection(local_addr=(ip, port))` over a cycle of 10,000 explicit "
+        "ports with no pool: what bindpool's native path asks of libuv, so the gap between "
+        "it and `bindpool` is bindpool's own work per connection.",
+        "",
+        "`local_addr` is `asyncio.open_connection(local_addr=(ip, 0))`, what bindpool "
+        "replaces, measured in a phase of its own against plain again, in a fresh network "
+        "namespace: each of its sockets, bound with bind((ip, 0)), hides its port from every "
+        "automatic pick in the namespace through its TIME_WAIT, which would slow plain's "
+        "connect() and, past the range, make it fail. Its ratio is to that phase's plain. "
+        f"The phase opens {data['rounds'] * data['connections']:,} connections through "
+        "local_addr, from one source IP, in a namespace whose range is Linux's default "
+        "28,232 ports: each TIME_WAIT socket they leave keeps its port from bind((ip, 0)) "
+        "for 60 s, and the more of the range they fill, the longer each bind searches. "
+        "bindpool's table meets the same churn (its range: 10,000 ports) by reusing its "
+        "oldest cooling 4-tuple, which SO_REUSEADDR and TCP timestamps allow at once.",
+        "",
+        *_header(
+            "loop",
+            "plain /s",
+            "bindpool /s",
+            "÷ plain",
+            "kernel /s",
+            "÷ plain",
+            "local_addr /s",
+            "÷ its plain",
+            "explicit port, no pool /s",
+            "÷ plain",
+        ),
+    ]
+    for loop in ("asyncio", "uvloop"):
+        row = data.get(loop)
+        if row is None:
+            continue
+        apart = (
+            (f"{row['local_addr']:.0f}", f"{row['local_addr_ratio']:.3f}")
+            if "local_addr" in row
+            else ("not measured", "")
+        )
+        lines.append(
+            _row(
+                loop,
+                f"{row['plain']:.0f}",
+                f"{row['bindpool']:.0f}",
+                f"**{row['ratio']:.3f}**",
+                f"{row['bindpool_kernel']:.0f}",
+                f"{row['kernel_ratio']:.3f}",
+                *apart,
+                *(
+                    (f"{row['explicit_port']:.0f}", f"{row['explicit_port_ratio']:.3f}")
+                    if "explicit_port" in row
+                    else ("—", "")
+                ),
+            )
+        )
+    lines += ["", "![throughput ratios](img/throughput.png)"]
+    return lines
+
+
+def _table(data: dict[str, Any]) -> list[str]:
+    cost = data["acquire_release_us"]
+    occupancies = list(next(iter(cost.values())))
+    memory = data["memory_bytes"]
+    lines = [
+        f"The port table alone, no sockets, over a {data['range']}-port range "
+        "(`benchmarks/table.py` explains each measurement). acquire+release pairs are timed in "
+        "batches at 0/50/99% of one destination's range held; the figure is the median "
+        "batch's time per pair. Memory is measured with tracemalloc. Footprint is the ports "
+        "bound ÷ the busiest destination's live connections under a Zipf load over 50 "
+        "destinations, the mean of samples after a warm-up.",
+        "",
+        "acquire + release, median µs per pair:",
+        "",
+        *_header("cool-down", *[f"{o} held" for o in occupancies]),
+    ]
+    for label, row in cost.items():
+        lines.append(_row(label, *(f"{v:.2f}" for v in row.values())))
+    lines += [
+        "",
+        *_header("memory", "bytes"),
+        _row("per live lease, 1 destination", f"{memory['per_lease_1_destination']:.0f}"),
+        _row(
+            f"per live lease, {memory['spread_destinations']} destinations x 20",
+            f"{memory['per_lease_spread']:.0f}",
+        ),
+        _row(
+            "per idle destination, while its 4-tuple cools",
+            f"{memory['per_idle_destination_cooling']:.0f}",
+        ),
+        _row(
+            "per idle destination, after the cool-down",
+            f"{memory['per_idle_destination_after_cooldown']:.1f}",
+        ),
+        "",
+        *_header("footprint load", "mean", "p95", "max", "samples"),
+    ]
+    for label, row in data["footprint"].items():
+        lines.append(
+            _row(
+                label,
+                f"{row['mean']:.3f}",
+                f"{row['p95']:.3f}",
+                f"{row['max']:.3f}",
+                row["samples"],
+            )
+        )
+    lines += [
+        "",
+        "Under churn with a cool-down the footprint cannot reach 1.0 (`benchmarks/table.py`): "
+        "when another destination shares a port of the busiest and the busiest's connection "
+        "ends first, the cool-down keeps the busiest off that port while the other still "
+        "holds it.",
+        "",
+        "![port table](img/table.png)",
+    ]
+    return lines
+
+
+def _sharding(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{data['workers']} worker processes share one source IP and a {data['ports']}-port "
+        "range, all connecting to one destination at once until their pools say no "
+        "(`benchmarks/sharding.py`). Without `shard`, each table picks ports on its own and "
+        "the kernel refuses the losers' 4-tuples: retries. With `shard=(i, 4)` each process "
+        "has its own contiguous slice. The kernel strategy's pick is atomic across processes.",
+        "",
+        *_header("run", "connects", "retries", "retries / connects"),
+    ]
+    lines += [
+        _row(label, row["connects"], row["retries"], f"{row['retry_rate']:.2%}")
+        for label, row in data.items()
+        if isinstance(row, dict)
+    ]
+    return lines
+
+
+def _soak(data: dict[str, Any]) -> list[str]:
+    traced, resident = data["traced_bytes"], data["resident_kib"]
+    return [
+        f"{data['connects']:,} connects through one pool by 50 workers, one attempt in 20 a "
+        "fault (refused, a timeout against a full accept queue, cancelled), with a 1 s "
+        "cool-down so that resting state comes and goes all through the run "
+        f"(`benchmarks/soak.py`): {data['seconds']:.1f} s, {data['released']:,} leases "
+        "released, each once. Memory is sampled after a tenth of the run and at its end; a "
+        "cool-down later the table holds no lease, nothing cooling, no destination.",
+        "",
+        *_header("memory", "after a tenth", "at the end", "table emptied"),
+        _row(
+            "traced by tracemalloc (KiB)",
+            f"{traced['warm'] / 1024:.0f}",
+            f"{traced['end'] / 1024:.0f}",
+            f"{traced['empty'] / 1024:.0f}",
+        ),
+        _row("resident (KiB)", resident["warm"], resident["end"], resident["empty"]),
+    ]
+
+
+SECTIONS = {
+    "capacity": _capacity,
+    "occupancy": _occupancy,
+    "throughput": _throughput,
+    "table": _table,
+    "sharding": _sharding,
+    "soak": _soak,
+}
+
+
+def markdown(results: dict[str, Payload], run: dict[str, Any]) -> str:
+    """The whole of docs/benchmarks.md for one run."""
+    first = next(iter(results.values()))["machine"]
+    every = [t for payload in results.values() for t in targets(payload)]
+    missed = [t for t in every if not t.holds]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`python -m benchmarks.run`) on {first['when']}: rerun it to "
+        "refresh this page and its plots; do not edit it by hand. Every benchmark compares "
+        "bindpool with the ways it replaces in the same run, and its figures are kept in "
+        "`benchmarks/results/*.json`. The machine was shared with other work during the run: "
+        "absolute figures are noisy (±30% between runs); the ratios, measured within one run, "
+        "carry over better. A missed target is reported as missed; targets and workloads are "
+        "not adjusted to pass.",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench        # every benchmark, full size; writes this page and docs/img/*.png",
+        "make bench-quick  # smaller sizes, under two minutes; prints each target and verdict",
+        "python -m benchmarks.occupancy --quick  # one benchmark on its own",
+        "```",
+        "",
+        "`capacity` and `occupancy` re-execute themselves in a private network namespace "
+        "(`unshare -n`) when run as root, and narrow that namespace's "
+        "`net.ipv4.ip_local_port_range` to the R-port block; otherwise (or with "
+        "`--mode option`) they narrow each socket with `IP_LOCAL_PORT_RANGE` instead. "
+        "`throughput` runs each of its phases in a fresh namespace when it can (loopback "
+        "only, no setting changed); without root it skips its `local_addr` phase rather than "
+        "leave that many TIME_WAIT sockets on the host.",
+        "",
+        "## The machine",
+        "",
+        *_header("what", "value", align="ll"),
+        _row("Python", first["python"]),
+        _row("kernel", first["kernel"]),
+        _row("CPUs", f"{first['cpus']} × {first.get('cpu_model', '?')}"),
+        _row("uvloop", run.get("uvloop", "?")),
+        _row("load average (1 min) when the run began", f"{run.get('load_average', 0):.2f}"),
+        _row("sizes", run["size"]),
+        _row(
+            "duration",
+            f"{run['seconds']:.0f} s ("
+            + ", ".join(f"{n} {s:.0f} s" for n, s in run["durations"].items())
+            + ")",
+        ),
+        "",
+        "## Targets",
+        "",
+        *_target_rows(results),
+        "",
+        f"{len(every) - len(missed)} of {len(every)} targets hold."
+        + (
+            " Missed: " + "; ".join(f"{t.name} ({t.measured:.3g}{t.unit})" for t in missed) + "."
+            if missed
+            else ""
+        ),
+        "",
+    ]
+    for number, (name, section) in enumerate(SECTIONS.items(), 1):
+        if name not in results:
+            continue
+        lines += [f"## {number}. {TITLES[name]}", "", *section(results[name]["data"]), ""]
+    return "\n".join(lines).rstrip() + "\n"
