@@ -88,7 +88,7 @@ def demo(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         problems.append(str(exc))
     try:
-        chosen = _demo.block(args.ports)
+        chosen = _demo.block(args.ports, args.source)
     except ValueError as exc:
         problems.append(str(exc))
     if problems:
@@ -100,7 +100,7 @@ def demo(args: argparse.Namespace) -> int:
         f"ports {chosen.start}-{chosen.stop - 1} ({len(chosen)}); "
         f"the most TCP allows is {len(chosen) * args.destinations}."
     )
-    result = _demo.run(args.source, args.ports, args.destinations, _progress())
+    result = _demo.run(args.source, chosen, args.destinations, _progress())
     if result.note:
         print(result.note)
     print()

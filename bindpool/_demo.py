@@ -72,14 +72,39 @@ class DemoResult:
         return self.bindpool.opened == self.target
 
 
-def block(size: int) -> range:
-    """The top `size` ports of the ephemeral range: IP_LOCAL_PORT_RANGE cannot widen it."""
+def block(size: int, source: str) -> range:
+    """`size` ports of the ephemeral range (IP_LOCAL_PORT_RANGE cannot widen it) that nobody
+    holds on `source` now, from the top down; the least used block if none is free.
+
+    A port another socket holds (a listener, a connection, a TIME_WAIT left by a test run)
+    would take from both phases alike and keep bindpool from range x destinations.
+    """
     ephemeral = _host.ephemeral_range()
     if size > len(ephemeral):
         raise ValueError(
             f"--ports {size} exceeds the ephemeral range {ephemeral.start}-{ephemeral.stop - 1}"
         )
-    return range(ephemeral.stop - size, ephemeral.stop)
+    family, _ = _family(source)
+    best, fewest = range(ephemeral.stop - size, ephemeral.stop), size + 1
+    for stop in range(ephemeral.stop, ephemeral.start + size - 1, -size):
+        candidate = range(stop - size, stop)
+        used = sum(not _free(source, family, port) for port in candidate)
+        if used < fewest:
+            best, fewest = candidate, used
+        if not used:
+            break
+    return best
+
+
+def _free(source: str, family: int, port: int) -> bool:
+    """Nothing holds `port` on `source`: a bind without SO_REUSEADDR works (and leaves
+    nothing behind, for the socket never connects)."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((source, port))
+        except OSError:
+            return False
+    return True
 
 
 def check(ports: int, destinations: int) -> list[str]:
@@ -186,10 +211,10 @@ async def _pool_pick(
         await pool.aclose()
 
 
-def run(source: str, ports: int, destinations: int, progress: Progress) -> DemoResult:
-    """Both phases; `check()` first for a friendly refusal."""
+def run(source: str, chosen: range, destinations: int, progress: Progress) -> DemoResult:
+    """Both phases on the block `chosen` (see `block()`); `check()` first for a friendly
+    refusal."""
     family, host = _family(source)
-    chosen = block(ports)
     backlog = int(_host.sysctl("net.core.somaxconn") or 4096)
     local_addr: Phase | None = None
     note = ""

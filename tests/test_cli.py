@@ -25,7 +25,7 @@ def test_demo_shows_the_wall_and_its_removal(capsys: pytest.CaptureFixture[str])
 
 
 def test_demo_result_counts() -> None:
-    result = _demo.run(SOURCE, 12, 2, _demo_quiet())
+    result = _demo.run(SOURCE, _demo.block(12, SOURCE), 2, _demo_quiet())
     assert result.local_addr is not None
     assert (result.local_addr.opened, result.bindpool.opened, result.target) == (12, 24, 24)
     assert result.ok
@@ -58,6 +58,19 @@ def test_demo_refuses_sizes_this_host_cannot_run(
 ) -> None:
     assert main(["demo", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_demo_steps_around_ports_held_on_its_source() -> None:
+    """A port held on the source (here: a listener) would cost both phases; the demo picks
+    a block clear of it."""
+    top = _demo.block(20, SOURCE)
+    with socket.socket() as holder:
+        holder.bind((SOURCE, top[-1]))
+        holder.listen(1)
+        chosen = _demo.block(20, SOURCE)
+        assert top[-1] not in chosen
+        result = _demo.run(SOURCE, chosen, 2, _demo_quiet())
+    assert result.ok
 
 
 def test_demo_refuses_a_source_that_is_not_local(capsys: pytest.CaptureFixture[str]) -> None:
