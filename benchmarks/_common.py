@@ -116,15 +116,21 @@ def peer(host: str = "127.0.0.1") -> Iterator[int]:
         assert process.stdout is not None
         yield int(process.stdout.readline())
     finally:
-        assert process.stdin is not None
+        stop(process)
+
+
+def stop(process: subprocess.Popen[str], seconds: float = 10) -> None:
+    """End a helper process that runs until its stdin closes: close it, wait (bounded), and
+    kill the process if it does not end by itself."""
+    if process.stdin is not None:
         process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def arguments(

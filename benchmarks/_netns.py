@@ -19,8 +19,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from benchmarks._common import arguments, deadline, save
 from bindpool._host import sysctl
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from benchmarks._common import Target
 
 __all__ = [
     "ENV",
@@ -118,3 +125,22 @@ def renew() -> None:
         code = ctypes.get_errno()
         raise OSError(code, f"unshare(CLONE_NEWNET): {os.strerror(code)}")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+def namespaced_main(
+    module: str,
+    doc: str | None,
+    argv: list[str] | None,
+    run: Callable[[str, str], tuple[dict[str, Any], list[Target]]],
+    seconds: int,
+) -> int:
+    """A wall benchmark's `main()`: into a private namespace if wanted (re-running `module`
+    there), a hard deadline, then `run(size, mode)` and its results saved."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = arguments(doc, argv, modes=(NAMESPACE, OPTION))
+    mode = choose(args.mode)
+    if mode == NAMESPACE and not inside():
+        return reexec(module, argv)
+    deadline(seconds)
+    save(module.rpartition(".")[2], *run(args.size, mode), args.results)
+    return 0

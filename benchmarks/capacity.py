@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import bindpool
 from benchmarks import _netns
-from benchmarks._common import Target, arguments, deadline, save
+from benchmarks._common import Target
 from benchmarks._wall import RAW, TABLE, Wall, listeners, reset, setup
 
 if TYPE_CHECKING:
@@ -177,15 +177,7 @@ def run(size: str, mode: str) -> tuple[dict[str, Any], list[Target]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = arguments(__doc__, argv, modes=("namespace", "option"))
-    mode = _netns.choose(args.mode)
-    if mode == _netns.NAMESPACE and not _netns.inside():
-        return _netns.reexec("benchmarks.capacity", argv)
-    deadline(300)
-    data, targets = run(args.size, mode)
-    save("capacity", data, targets, args.results)
-    return 0
+    return _netns.namespaced_main("benchmarks.capacity", __doc__, argv, run, 300)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import _netns
-from benchmarks._common import Target, arguments, deadline, median, percentile, save
+from benchmarks._common import Target, median, percentile
 from benchmarks._wall import RAW, RST, TABLE, Wall, listeners, reset, setup
 
 if TYPE_CHECKING:
@@ -214,15 +214,7 @@ def run(size: str, mode: str) -> tuple[dict[str, Any], list[Target]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = arguments(__doc__, argv, modes=("namespace", "option"))
-    mode = _netns.choose(args.mode)
-    if mode == _netns.NAMESPACE and not _netns.inside():
-        return _netns.reexec("benchmarks.occupancy", argv)
-    deadline(600)
-    data, targets = run(args.size, mode)
-    save("occupancy", data, targets, args.results)
-    return 0
+    return _netns.namespaced_main("benchmarks.occupancy", __doc__, argv, run, 600)
 
 
 if __name__ == "__main__":

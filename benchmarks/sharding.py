@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Target, arguments, save
+from benchmarks._common import Target, arguments, save, stop
 from bindpool import _host
 
 SOURCE = "127.0.0.60"
@@ -81,16 +81,7 @@ def run_workers(
             return reports
         finally:
             for process in processes:
-                if process.stdin is not None:
-                    process.stdin.close()
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                if process.stdout is not None:
-                    process.stdout.close()
+                stop(process, seconds=30)
 
 
 def rate(reports: list[dict[str, Any]]) -> tuple[int, int, float]:

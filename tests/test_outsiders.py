@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import bindpool
+from benchmarks._common import stop
 from tests.conftest import SOURCE, PoolMaker
 
 R = 16
@@ -46,13 +47,7 @@ def outsider(mode: str, ports: range, destination: tuple[str, int] | None = None
         assert process.stdout.readline().strip() == "ready", "the outsider failed to start"
         yield
     finally:
-        process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+        stop(process)
 
 
 async def fill(pool: bindpool.Pool, destination: tuple[str, int]) -> list[bindpool.PooledSocket]:
