@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Protocol, Self, TypeVar, cast
+from typing import TYPE_CHECKING, NamedTuple, Protocol, Self, TypeVar, cast
 
 from bindpool import _config, _connector, _resolve
 from bindpool._errors import (
@@ -40,6 +40,14 @@ if TYPE_CHECKING:
 __all__ = ["Pool"]
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+
+class _Tls(NamedTuple):
+    """What a TLS connection needs besides the socket, as asyncio takes it."""
+
+    context: _ssl.SSLContext | bool
+    server_hostname: str | None
+    handshake_timeout: float | None
 
 
 class _Allocator(Protocol):
@@ -170,9 +178,8 @@ class Pool:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport = await self._connect_protocol(
-            loop, protocol, host, port, ssl, name, ssl_handshake_timeout, timeout
-        )
+        tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
+        transport = await self._connect_protocol(loop, protocol, host, port, timeout, tls)
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def create_connection(
@@ -199,16 +206,9 @@ class Pool:
         # Made before any port is taken: a factory error costs nothing, and a clash retries
         # before the protocol has seen anything.
         protocol = protocol_factory()
-        transport = await self._connect_protocol(
-            asyncio.get_running_loop(),
-            protocol,
-            host,
-            port,
-            ssl,
-            name,
-            ssl_handshake_timeout,
-            timeout,
-        )
+        tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
+        loop = asyncio.get_running_loop()
+        transport = await self._connect_protocol(loop, protocol, host, port, timeout, tls)
         return transport, protocol
 
     def _check_call(self, host: str, port: int, timeout: float | None) -> None:
@@ -223,17 +223,13 @@ class Pool:
         protocol: asyncio.BaseProtocol,
         host: str,
         port: int,
-        ssl: _ssl.SSLContext | bool | None,
-        server_hostname: str | None,
-        ssl_handshake_timeout: float | None,
         timeout: float | None,
+        tls: _Tls | None,
     ) -> Awaitable[asyncio.Transport]:
         """A transport for `protocol`, by the loop's native connect or a socket hand-over."""
-        if not ssl and self._ledger is None and _connector.has_native_connect(loop):
+        if tls is None and self._ledger is None and _connector.has_native_connect(loop):
             return cast("Awaitable[asyncio.Transport]", self._dial(host, port, timeout, protocol))
-        return self._hand_over(
-            loop, protocol, host, port, ssl, server_hostname, ssl_handshake_timeout, timeout
-        )
+        return self._hand_over(loop, protocol, host, port, timeout, tls)
 
     async def _hand_over(
         self,
@@ -241,10 +237,8 @@ class Pool:
         protocol: asyncio.BaseProtocol,
         host: str,
         port: int,
-        ssl: _ssl.SSLContext | bool | None,
-        server_hostname: str | None,
-        ssl_handshake_timeout: float | None,
         timeout: float | None,
+        tls: _Tls | None,
     ) -> asyncio.Transport:
         """Connect a socket, then give it to the loop. TLS goes this way, so that `timeout`
         ends with the connect and the handshake has `ssl_handshake_timeout` to itself."""
@@ -253,9 +247,9 @@ class Pool:
             transport, _ = await loop.create_connection(
                 lambda: protocol,
                 sock=sock,
-                ssl=ssl,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl=tls and tls.context,
+                server_hostname=tls and tls.server_hostname,
+                ssl_handshake_timeout=tls and tls.handshake_timeout,
             )
         except BaseException:
             sock.close()  # we own it until the loop has it; asyncio may have closed it too
