@@ -162,7 +162,7 @@ class PortTable:
         self._order = itertools.count()  # tie-breaker for wake-ups due at the same second
         self._turn = 0  # where the next multi-source choice starts, so ties rotate
 
-    # -- the four calls the connector's retry policy makes --------------------------------
+    # -- the four calls the pool's retry policy makes -------------------------------------
 
     def acquire(self, destination: Destination, family: int) -> Claim | None:
         """A 4-tuple for `destination` on a source of `family`, or None if none is left.
@@ -239,10 +239,6 @@ class PortTable:
         self._hold_rank(dest, claim.rank, until)
 
     # -- introspection ---------------------------------------------------------------------
-
-    def addresses(self, family: int) -> list[str]:
-        """The source IPs of one address family, in the order given."""
-        return [source.address for source in self._families.get(family, ())]
 
     def statistics(self) -> dict[str, SourceStatistics]:
         """Exact per-source figures: expires everything that is due first."""
