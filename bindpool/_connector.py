@@ -1,4 +1,4 @@
-"""One connection attempt: socket, SO_REUSEADDR, bind to the chosen port, connect.
+"""One connection attempt: socket, the strategy's options, bind, non-blocking connect.
 
 Which port, and whether to try again, is decided elsewhere (`Pool`); this module makes one
 attempt and says precisely how it ended.
