@@ -21,7 +21,7 @@ import random
 import socket
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import bindpool
 from benchmarks import _netns
@@ -56,7 +56,7 @@ NO_PORT_NARROW = "NO_PORT + IP_LOCAL_PORT_RANGE"
 TABLE = "bindpool table"
 KERNEL = "bindpool kernel"
 RAW = (BIND0, NO_PORT, NO_PORT_NARROW)
-STRATEGY = {TABLE: "table", KERNEL: "kernel"}
+STRATEGY: dict[str, Literal["table", "kernel"]] = {TABLE: "table", KERNEL: "kernel"}
 
 DEST = "127.0.0.1"
 NAMESPACE_BLOCK_START = 40000  # the namespace's ephemeral range starts here

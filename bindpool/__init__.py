@@ -8,7 +8,13 @@ the destination, so every destination shares ~28k ports per source IP. TCP only 
         reader, writer = await pool.open_connection("example.com", 80)
 """
 
-from bindpool._errors import BindPoolError, ConfigurationError, PoolClosed, PortsExhausted
+from bindpool._errors import (
+    BindPoolError,
+    ConfigurationError,
+    PoolClosed,
+    PortsExhausted,
+    SourceUnavailable,
+)
 from bindpool._pool import Pool
 from bindpool._socket import PooledSocket
 from bindpool._types import Lease, PoolStatistics, SourceStatistics
@@ -26,6 +32,7 @@ __all__ = [
     "ConfigurationError",
     "PoolClosed",
     "PortsExhausted",
+    "SourceUnavailable",
 ]
 
 __version__ = "0.1.0"

@@ -24,9 +24,12 @@ class Claim:
         live: True until the allocator takes the claim back.
         rank: the port's place in the table's order (-1 for the kernel strategy).
         slot: the allocator's own record for this (source, destination).
+        reused: True when the table handed out a 4-tuple of its own still cooling
+            (released less than `cooldown` ago): a clash on it is the pool's own
+            connection still closing, not a stranger's.
     """
 
-    __slots__ = ("destination", "live", "port", "rank", "slot", "source")
+    __slots__ = ("destination", "live", "port", "rank", "reused", "slot", "source")
 
     def __init__(
         self, source: str, destination: Destination, port: int, rank: int, slot: Any
@@ -37,6 +40,7 @@ class Claim:
         self.rank = rank
         self.slot: Any = slot  # Any: each allocator keeps its own kind of record here
         self.live = True
+        self.reused = False
 
     def __repr__(self) -> str:
         state = "live" if self.live else "returned"

@@ -7,12 +7,20 @@ Kernel behaviour relied on (FIELD-NOTES.md, "Kernel rules that shape the design"
 - Every socket that shares a port must set SO_REUSEADDR, or `bind()` gives EADDRINUSE.
   EADDRINUSE also means a listener, a socket without SO_REUSEADDR, or the kernel's own
   automatic pick holds the port on this IP: the port is unusable for now, whatever the
-  destination. That is a `Clash(at_bind=True)`.
+  destination. That is a `Clash(PORT)`.
 - A socket bound to an explicit port has its full 4-tuple checked at `connect()`; if the
-  4-tuple is taken (someone else's connection, or TIME_WAIT without timestamps) a
-  non-blocking `connect_ex` returns EADDRNOTAVAIL at once. That is a `Clash(at_bind=False)`.
-- Anything else (refused, unreachable, a bind error that is not EADDRINUSE) is the world's
-  answer for this destination and propagates as the kernel's `OSError`.
+  4-tuple is taken (someone else's connection, our own still closing, or TIME_WAIT without
+  timestamps) a non-blocking `connect_ex` returns EADDRNOTAVAIL at once. That is a
+  `Clash(TUPLE)`.
+- EADDRNOTAVAIL at `bind()` means the source address is not on this host (any more: `ip
+  addr del`). That is a `Clash(SOURCE)`: the pool marks the source down.
+- EACCES at `bind()`: a port below `ip_unprivileged_port_start` without the capability;
+  re-raised as a `PermissionError` that names the port.
+- A socket whose kernel-picked port equals the destination's, on the same IP, is connected
+  to itself (TCP simultaneous open, FIELD-NOTES.md): closed, and `ConnectionRefusedError`,
+  which is what connect() would have said with the pool out of the way.
+- Anything else (refused, unreachable) is the world's answer for this destination and
+  propagates as the kernel's `OSError`.
 
 Two ways to make the attempt, the fastest correct one for each job:
 - `attempt()` returns a socket: the strategy's options, `bind()`, `connect_ex` plus a wait
@@ -34,7 +42,12 @@ import errno
 import socket
 from typing import TYPE_CHECKING
 
-from bindpool._host import IP_BIND_ADDRESS_NO_PORT, IP_LOCAL_PORT_RANGE, local_port_range
+from bindpool._host import (
+    IP_BIND_ADDRESS_NO_PORT,
+    IP_LOCAL_PORT_RANGE,
+    is_local,
+    local_port_range,
+)
 from bindpool._socket import PooledSocket
 
 if TYPE_CHECKING:
@@ -44,13 +57,17 @@ if TYPE_CHECKING:
     from bindpool._resolve import Address
 
 __all__ = [
+    "PORT",
     "SHARE_PORT",
+    "SOURCE",
+    "TUPLE",
     "Clash",
     "Option",
     "attempt",
     "attempt_native",
     "has_native_connect",
     "kernel_picks",
+    "self_connect_refusal",
 ]
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK  # non-blocking from birth: no fcntl calls
@@ -74,21 +91,28 @@ def kernel_picks(span: tuple[int, int] | None) -> tuple[Option, ...]:
     return tuple(options)
 
 
+# What a `Clash` refused.
+TUPLE = "tuple"  # EADDRNOTAVAIL at connect(): this 4-tuple exists
+PORT = "port"  # EADDRINUSE at bind(): the port is unusable on the source
+SOURCE = "source"  # EADDRNOTAVAIL at bind(): the source address is not on this host
+
+
 class Clash(Exception):
-    """The kernel refused this 4-tuple or port; another port may well work.
+    """The kernel refused this 4-tuple, port or source; another may well work.
 
     Internal: the retry policy catches it; it never reaches users.
 
     Attributes:
         error: the kernel's error (errno EADDRINUSE or EADDRNOTAVAIL).
-        at_bind: True for EADDRINUSE at bind() (the port is unusable on the source),
-            False for EADDRNOTAVAIL at connect() (this 4-tuple is taken elsewhere).
+        kind: `TUPLE`, `PORT` or `SOURCE`, see the module docs.
+        own: set by the pool: the refused 4-tuple was its own, still closing.
     """
 
-    def __init__(self, error: OSError, *, at_bind: bool) -> None:
+    def __init__(self, error: OSError, kind: str) -> None:
         super().__init__(error)
         self.error = error
-        self.at_bind = at_bind
+        self.kind = kind
+        self.own = False
 
 
 async def attempt(
@@ -109,7 +133,9 @@ async def attempt(
         The connected socket. It holds no lease yet: the caller adopts one into it.
 
     Raises:
-        Clash: the kernel refused the port (bind) or the 4-tuple (connect).
+        Clash: the kernel refused the port or the source (bind) or the 4-tuple (connect).
+        PermissionError: the port is privileged and the process may not bind it.
+        ConnectionRefusedError: the kernel connected the socket to itself.
         OSError: any other failure, as the kernel reported it.
         CancelledError: the wait was cancelled. In every failure the socket is closed.
     """
@@ -120,26 +146,70 @@ async def attempt(
         try:
             sock.bind((source, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise Clash(exc, at_bind=True) from exc
-            raise
+            raise bind_error(exc, source, port) from exc
         code = sock.connect_ex(address)
         if picked is not None and code in _PICKED:
-            picked(sock.getsockname()[1])
+            port = sock.getsockname()[1]
+            picked(port)
+            if port == address[1] and source == address[0]:  # only the kernel picks so
+                code = _SELF_CONNECT
         if code == errno.EINPROGRESS:
             await _writable(loop, sock.fileno())
             code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
         if code:
-            # The same words asyncio's sock_connect uses; OSError() picks the subclass
-            # (ConnectionRefusedError, ...) from the errno.
-            error = OSError(code, f"Connect call failed {address}")
-            if code == errno.EADDRNOTAVAIL:
-                raise Clash(error, at_bind=False)
-            raise error
+            raise connect_error(code, address)
     except BaseException:
         sock.close()  # no lease adopted yet: this only closes the fd
         raise
     return sock
+
+
+_SELF_CONNECT = -1  # not an errno: the kernel's pick connected the socket to itself
+
+
+def bind_error(exc: OSError, source: str, port: int) -> Exception:
+    """What a failed bind() means for the retry policy, or for the caller."""
+    if exc.errno == errno.EADDRINUSE:
+        return Clash(exc, PORT)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return Clash(exc, SOURCE)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionError(
+            exc.errno,
+            f"bind() to port {port} on {source} refused: ports below "
+            "net.ipv4.ip_unprivileged_port_start need root or CAP_NET_BIND_SERVICE; "
+            "give the pool ports above it",
+        )
+    return exc
+
+
+def connect_error(code: int, address: Address) -> Exception:
+    """What a failed connect() means: a clash to retry, or the world's answer."""
+    if code == _SELF_CONNECT:
+        return ConnectionRefusedError(
+            errno.ECONNREFUSED,
+            f"Connect call failed {address}: nothing listens there (from the same address "
+            "and port, connect() would only reach itself by TCP simultaneous open)",
+        )
+    # The same words asyncio's sock_connect uses; OSError() picks the subclass
+    # (ConnectionRefusedError, ...) from the errno.
+    error = OSError(code, f"Connect call failed {address}")
+    return Clash(error, TUPLE) if code == errno.EADDRNOTAVAIL else error
+
+
+def self_connect_refusal(family: int, address: tuple[str, int]) -> OSError | None:
+    """For a destination on the source's own IP whose port is the pool's only port: the
+    `ConnectionRefusedError` connect() would give without the pool, if nothing listens
+    there (binding the port then works); None if something does (it holds the port)."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return None
+    error = connect_error(_SELF_CONNECT, address)
+    assert isinstance(error, OSError)
+    return error
 
 
 def has_native_connect(loop: asyncio.AbstractEventLoop) -> bool:
@@ -167,9 +237,9 @@ async def attempt_native(
         The transport, connected to `protocol`.
 
     Raises:
-        Clash: EADDRINUSE (bind) or EADDRNOTAVAIL (connect); libuv reports both alike, so
-            a source that stopped being local also reads as a clash, and ends, after
-            `max_attempts`, as PortsExhausted.
+        Clash: EADDRINUSE (bind: `PORT`) or EADDRNOTAVAIL. libuv reports EADDRNOTAVAIL at
+            bind (the source left the host) and at connect (the 4-tuple exists) alike, so
+            this asks the kernel which it was, off the hot path: `SOURCE` or `TUPLE`.
         OSError: any other failure. uvloop closes its socket on every failure.
     """
     try:
@@ -177,8 +247,13 @@ async def attempt_native(
             lambda: protocol, address[0], address[1], local_addr=(source, port)
         )
     except OSError as exc:
-        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-            raise Clash(exc, at_bind=exc.errno == errno.EADDRINUSE) from exc
+        if exc.errno == errno.EADDRINUSE:
+            raise Clash(exc, PORT) from exc
+        if exc.errno == errno.EADDRNOTAVAIL:
+            local = is_local(source, socket.AF_INET6 if ":" in source else socket.AF_INET)
+            raise Clash(exc, TUPLE if local else SOURCE) from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise bind_error(exc, source, port) from exc
         raise
     return transport
 

@@ -19,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "PoolClosed",
     "PortsExhausted",
+    "SourceUnavailable",
     "combined",
     "no_source_for",
 ]
@@ -66,9 +67,9 @@ class PortsExhausted(BindPoolError, OSError):
         where = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         if reason is None:
             if attempts:
-                reason = f"{attempts} attempts in a row clashed with 4-tuples held elsewhere"
+                reason = f"{attempts} attempts in a row were refused by the kernel"
             else:
-                reason = "every port is live, held or unusable for it"
+                reason = "every port is live, resting or unusable for it"
         message = f"no free source port for {where} on {', '.join(sources)}: {reason}"
         super().__init__(errno.EADDRNOTAVAIL, message)
         self.destination = destination
@@ -80,6 +81,41 @@ class PortsExhausted(BindPoolError, OSError):
         self,
     ) -> tuple[type[PortsExhausted], tuple[tuple[str, int], tuple[str, ...], int, str]]:
         return (type(self), (self.destination, self.sources, self.attempts, self.reason))
+
+
+class SourceUnavailable(BindPoolError, OSError):
+    """Every source of the destination's family is down: its address is not on this host.
+
+    An `OSError` with errno `EADDRNOTAVAIL`, what `bind()` said. Down sources are tried
+    again (at most every second while traffic continues) and are up as soon as the address
+    is back. With several sources, one that goes down is skipped, not failed on.
+
+    Attributes:
+        destination: the `(ip, port)` the connection was for.
+        sources: the sources that are down.
+    """
+
+    destination: tuple[str, int]
+    sources: tuple[str, ...]
+
+    def __init__(self, destination: tuple[str, int], sources: Sequence[str]) -> None:
+        ip, port = destination
+        where = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        names = ", ".join(sources)
+        message = (
+            f"no source for {where}: {names} "
+            f"{'is' if len(sources) == 1 else 'are'} down (bind() says the address is not on "
+            "this host: EADDRNOTAVAIL); put it back (`ip addr add`), or give the pool another "
+            "source"
+        )
+        super().__init__(errno.EADDRNOTAVAIL, message)
+        self.destination = destination
+        self.sources = tuple(sources)
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[SourceUnavailable], tuple[tuple[str, int], tuple[str, ...]]]:
+        return (type(self), (self.destination, self.sources))
 
 
 def combined(errors: Sequence[OSError]) -> OSError:

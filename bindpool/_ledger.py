@@ -13,9 +13,13 @@ What is left to bindpool: choosing a source (the one with the most room for the
 destination), refusing at once when no source has room, leases and their release hooks,
 and statistics. The ledger counts live claims per (source, destination) and records the port
 the kernel chose, for the footprint. When `connect()` says EADDRNOTAVAIL the kernel found no
-free port for that 4-tuple in the block (other programs may hold some), so that (source,
-destination) is marked full until one of its leases ends or a second passes; with several
-sources the next attempt goes elsewhere, with one it ends as `PortsExhausted`.
+free port for that 4-tuple in the block (other programs may hold some, or TIME_WAIT): the
+pool's retry loop then avoids that source for the rest of the call (`acquire(avoid=...)`),
+so with several sources the next attempt goes elsewhere and with one the call ends as
+`PortsExhausted`. The ledger itself remembers nothing of it: the next call asks the kernel
+again, so a destination is never refused longer than the kernel refuses it (a fixed
+"full for a second" mark once made a churn wait 1.9 s where a plain socket waited 1.0 s).
+Sources whose address left the host are down (`_health.Health`), as in the table.
 
 TIME_WAIT is the kernel's business here: there is no cool-down.
 """
@@ -27,18 +31,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bindpool._claim import Claim, Destination
+from bindpool._health import Health
 from bindpool._table import family_of
 from bindpool._types import SourceStatistics
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Collection, Mapping
 
-__all__ = ["FULL_FOR", "KernelLedger"]
-
-# How long a (source, destination) the kernel reported full is skipped, unless one of its
-# leases ends first: long enough not to ask the kernel again on every call, short enough to
-# notice ports other programs give back.
-FULL_FOR = 1.0
+__all__ = ["KernelLedger"]
 
 
 @dataclass
@@ -47,7 +47,6 @@ class _Source:
     size: int
     live: dict[Destination, int] = field(default_factory=dict)
     ports: dict[int, int] = field(default_factory=dict)  # port -> live claims on it
-    full_until: dict[Destination, float] = field(default_factory=dict)
 
 
 class KernelLedger:
@@ -56,28 +55,40 @@ class KernelLedger:
     Args:
         sources: source IP -> how many ports the kernel may pick from for it.
         clock: monotonic seconds.
+        health: which sources are up, shared with the pool (a new one by default).
     """
 
     def __init__(
-        self, sources: Mapping[str, int], *, clock: Callable[[], float] = time.monotonic
+        self,
+        sources: Mapping[str, int],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        health: Health | None = None,
     ) -> None:
         self._clock = clock
+        self.health = health if health is not None else Health(clock)
         self._sources = {ip: _Source(ip, size) for ip, size in sources.items()}
         self._families: dict[int, list[_Source]] = {}
         for source in self._sources.values():
             self._families.setdefault(family_of(source.address), []).append(source)
         self._turn = 0
 
-    def acquire(self, destination: Destination, family: int) -> Claim | None:
-        """A claim on the source with the most room for `destination`, or None if none has."""
+    def acquire(
+        self, destination: Destination, family: int, avoid: Collection[str] = ()
+    ) -> Claim | None:
+        """A claim on the source with the most room for `destination`, or None if none has.
+
+        `avoid`: sources the kernel reported full for it earlier in this call.
+        """
         sources = self._families.get(family)
         if not sources:
             return None
-        now = self._clock()
+        health = self.health
+        now = self._clock() if health.down else 0.0
         self._turn = (self._turn + 1) % len(sources)
         best, room = None, 0
         for source in sources[self._turn :] + sources[: self._turn]:  # ties rotate
-            if source.full_until.get(destination, -1.0) > now:
+            if source.address in avoid or (health.down and not health.usable(source.address, now)):
                 continue
             left = source.size - source.live.get(destination, 0)
             if left > room:
@@ -96,31 +107,35 @@ class KernelLedger:
 
     def release(self, claim: Claim) -> None:
         """The claim's connection ended, or was given up."""
-        source = self._give_back(claim)
-        source.full_until.pop(claim.destination, None)  # a port for it may be free now
+        self._give_back(claim)
 
-    def clashed(self, claim: Claim) -> None:
-        """connect() said EADDRNOTAVAIL: the kernel has no free port for this 4-tuple."""
-        source = self._give_back(claim)
-        source.full_until[claim.destination] = self._clock() + FULL_FOR
+    def clashed(self, claim: Claim) -> float:
+        """connect() said EADDRNOTAVAIL: the kernel has no free port for this 4-tuple now.
 
-    port_in_use = clashed  # bind((ip, 0)) with NO_PORT takes no port: never EADDRINUSE
+        Nothing rests (returns 0): the pool avoids the source for the rest of the call.
+        """
+        self._give_back(claim)
+        return 0.0
+
+    # bind((ip, 0)) with NO_PORT takes no port, so never EADDRINUSE; and a source that left
+    # the host only ends the claim: the pool marks it down in `health`.
+    port_in_use = clashed
+
+    def source_gone(self, claim: Claim) -> None:
+        self._give_back(claim)
 
     def statistics(self) -> dict[str, SourceStatistics]:
-        now = self._clock()
         figures = {}
         for source in self._sources.values():
-            for key, until in list(source.full_until.items()):
-                if until <= now:
-                    del source.full_until[key]
             figures[source.address] = SourceStatistics(
                 ports=source.size,
                 in_use=sum(source.live.values()),
                 footprint=len(source.ports),
                 cooling=0,
-                held=len(source.full_until),
+                held=0,
                 blocked=0,
                 destinations=len(source.live),
+                state=self.health.state(source.address),
             )
         return figures
 

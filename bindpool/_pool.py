@@ -2,37 +2,47 @@
 
 Ownership. A claim belongs to the retry loop from `acquire()` until the attempt succeeds;
 then what the attempt made adopts it: a `PooledSocket` gives it back when closed, detached
-or collected; on uvloop's native path, a `LeasedProtocol` when the connection is lost. On
-every other way out (refused, timeout, cancellation, any exception) the loop gives it back
-itself before the error propagates. A clash gives the 4-tuple back to the table as held,
-not as a lease: no `on_release` call, one more in `retries`.
+or collected; on uvloop's native path, the `LeasedStreamProtocol` when the connection is
+lost. On every other way out (refused, timeout, cancellation, any exception) the loop gives
+it back itself before the error propagates. A clash gives the 4-tuple back to the table as
+resting, not as a lease: no `on_release` call, one more in `retries`.
+
+Reading the kernel's answers (`_connector.Clash`, rests in `_health.py`): a refused
+4-tuple or port rests as long as the evidence warrants and the loop moves on to another; a
+source whose address left the host goes down and the loop moves on to another source; when
+no source of the family is up, the call fails as `SourceUnavailable`. Each decision is
+logged on logger "bindpool" (DEBUG; WARNING when a source goes down).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
-from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, NamedTuple, Protocol, Self, TypeVar, cast
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, Self, TypeVar, cast
 
 from bindpool import _config, _connector, _resolve
 from bindpool._errors import (
     ConfigurationError,
     PoolClosed,
     PortsExhausted,
+    SourceUnavailable,
     combined,
     no_source_for,
 )
+from bindpool._health import Health
 from bindpool._ledger import KernelLedger
-from bindpool._protocol import leased
+from bindpool._protocol import LeasedStreamProtocol
 from bindpool._table import PortTable, family_of
 from bindpool._types import Lease, PoolStatistics, SourceStatistics
 
 if TYPE_CHECKING:
     import ssl as _ssl
     from collections.abc import Awaitable, Callable, Iterable
+    from types import TracebackType
 
     from bindpool._claim import Claim, Destination
     from bindpool._socket import PooledSocket
@@ -55,8 +65,9 @@ class _Allocator(Protocol):
 
     def acquire(self, destination: Destination, family: int) -> Claim | None: ...
     def release(self, claim: Claim) -> None: ...
-    def clashed(self, claim: Claim) -> None: ...
-    def port_in_use(self, claim: Claim) -> None: ...
+    def clashed(self, claim: Claim) -> float: ...
+    def port_in_use(self, claim: Claim) -> float: ...
+    def source_gone(self, claim: Claim) -> None: ...
     def statistics(self) -> dict[str, SourceStatistics]: ...
 
 
@@ -96,7 +107,7 @@ class Pool:
         max_attempts: int = 32,
         on_release: Callable[[Lease], object] | None = None,
         shard: tuple[int, int] | None = None,
-        strategy: str = "table",
+        strategy: _config.Strategy = "table",
     ) -> None:
         config = _config.configure(
             sources,
@@ -108,15 +119,20 @@ class Pool:
             strategy=strategy,
         )
         self._config = config
+        self._health = Health(time.monotonic)
         self._table: _Allocator
         self._ledger: KernelLedger | None = None
         if config.strategy == "kernel":
-            self._ledger = KernelLedger(dict.fromkeys(config.sources, len(config.ports)))
+            self._ledger = KernelLedger(
+                dict.fromkeys(config.sources, len(config.ports)), health=self._health
+            )
             self._table = self._ledger
             self._options = _connector.kernel_picks(config.span)
         else:
             self._table = PortTable(
-                dict.fromkeys(config.sources, config.ports), cooldown=config.cooldown
+                dict.fromkeys(config.sources, config.ports),
+                cooldown=config.cooldown,
+                health=self._health,
             )
             self._options = _connector.SHARE_PORT
         self._families = {
@@ -146,9 +162,13 @@ class Pool:
         Raises:
             PortsExhausted: no free 4-tuple for the destination on any source, or
                 `max_attempts` clashes in a row (errno EADDRNOTAVAIL).
+            SourceUnavailable: every source of the destination's family is down (its
+                address is not on this host); errno EADDRNOTAVAIL.
             ConfigurationError: bad arguments, or no source has the destination's family.
             PoolClosed: the pool was closed.
-            TimeoutError: `timeout` passed.
+            TimeoutError: `timeout` passed; the message names destination, sources, timeout.
+            ConnectionRefusedError: nothing listens there (never a socket connected to
+                itself: see `_connector`).
             OSError: the connection failed (refused, unreachable, name not found...).
         """
         self._check_call(host, port, timeout)
@@ -177,9 +197,16 @@ class Pool:
             raise ConfigurationError(f"limit must be an int >= 1 (bytes), not {limit!r}")
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=limit, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
-        transport = await self._connect_protocol(loop, protocol, host, port, timeout, tls)
+        transport: asyncio.Transport
+        if not ssl and self._ledger is None and _connector.has_native_connect(loop):
+            # uvloop binds and connects in C; the stream protocol itself holds the lease.
+            leased = LeasedStreamProtocol(reader, loop)
+            transport = await self._dial(host, port, timeout, leased)  # type: ignore[assignment]
+            protocol: asyncio.StreamReaderProtocol = leased
+        else:
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
+            transport = await self._hand_over(loop, protocol, host, port, timeout, tls)
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def create_connection(
@@ -195,9 +222,10 @@ class Pool:
     ) -> tuple[asyncio.Transport, _P]:
         """`loop.create_connection` through the pool: a (transport, protocol) pair.
 
-        The lease goes back when the connection is lost (on uvloop, after a
-        `transport.set_protocol()`, when the transport is collected). See `open_connection`
-        for `ssl`, `server_hostname`, `ssl_handshake_timeout` and `timeout`.
+        The connection is made on a `PooledSocket` handed to the loop, so the lease goes
+        back when the connection closes, whatever protocol it has by then
+        (`transport.set_protocol()`, `loop.start_tls()`). See `open_connection` for `ssl`,
+        `server_hostname`, `ssl_handshake_timeout` and `timeout`.
         """
         self._check_call(host, port, timeout)
         name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)
@@ -208,7 +236,7 @@ class Pool:
         protocol = protocol_factory()
         tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
         loop = asyncio.get_running_loop()
-        transport = await self._connect_protocol(loop, protocol, host, port, timeout, tls)
+        transport = await self._hand_over(loop, protocol, host, port, timeout, tls)
         return transport, protocol
 
     def _check_call(self, host: str, port: int, timeout: float | None) -> None:
@@ -216,20 +244,6 @@ class Pool:
             raise PoolClosed("the pool is closed: create a new Pool to connect")
         _config.check_destination(host, port)
         _config.check_timeout(timeout)
-
-    def _connect_protocol(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        protocol: asyncio.BaseProtocol,
-        host: str,
-        port: int,
-        timeout: float | None,
-        tls: _Tls | None,
-    ) -> Awaitable[asyncio.Transport]:
-        """A transport for `protocol`, by the loop's native connect or a socket hand-over."""
-        if tls is None and self._ledger is None and _connector.has_native_connect(loop):
-            return cast("Awaitable[asyncio.Transport]", self._dial(host, port, timeout, protocol))
-        return self._hand_over(loop, protocol, host, port, timeout, tls)
 
     async def _hand_over(
         self,
@@ -258,7 +272,7 @@ class Pool:
 
     # -- one connection: resolve, then the retry policy around single attempts -----------------
     #
-    # `_dial` and `_connect_protocol` are plain functions that return the coroutine to await:
+    # `_dial` is a plain function that returns the coroutine to await:
     # for an IP literal without a timeout (the hot path), `open_connection` then awaits the
     # retry loop directly. Each coroutine frame in between is passed through on every
     # resumption; on uvloop, three of them cost ~15% of the connect rate.
@@ -268,7 +282,7 @@ class Pool:
         host: str,
         port: int,
         timeout: float | None,
-        protocol: asyncio.BaseProtocol | None,
+        protocol: LeasedStreamProtocol | None,
     ) -> Awaitable[PooledSocket | asyncio.Transport]:
         """Resolve, then try each address in turn; all within `timeout`.
 
@@ -285,43 +299,61 @@ class Pool:
         host: str,
         port: int,
         timeout: float | None,
-        protocol: asyncio.BaseProtocol | None,
+        protocol: LeasedStreamProtocol | None,
         targets: tuple[_resolve.Target, ...] | None,
     ) -> PooledSocket | asyncio.Transport:
         """Names, several addresses, a timeout: the general case of `_dial`."""
-        async with asyncio.timeout(timeout) if timeout is not None else contextlib.nullcontext():
-            loop = asyncio.get_running_loop()
-            if targets is None:
-                targets = await _resolve.resolve(loop, host, port)
-            usable = [t for t in targets if t[0] in self._families]
-            if not usable:
-                raise no_source_for(host, (t[0] for t in targets), self._config.sources)
-            errors: list[OSError] = []
-            for target in usable:  # in the resolver's order, as asyncio does
-                try:
-                    return await self._retry(loop, target, protocol)
-                except OSError as exc:
-                    errors.append(exc)
-            raise combined(errors)
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline if timeout is not None else contextlib.nullcontext():
+                loop = asyncio.get_running_loop()
+                if targets is None:
+                    targets = await _resolve.resolve(loop, host, port)
+                usable = [t for t in targets if t[0] in self._families]
+                if not usable:
+                    raise no_source_for(host, (t[0] for t in targets), self._config.sources)
+                errors: list[OSError] = []
+                for target in usable:  # in the resolver's order, as asyncio does
+                    try:
+                        return await self._retry(loop, target, protocol)
+                    except OSError as exc:
+                        errors.append(exc)
+                raise combined(errors)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self._timed_out(host, port, timeout)
+
+    def _timed_out(self, host: str, port: int, timeout: float | None) -> NoReturn:
+        """asyncio.timeout's TimeoutError says nothing: say what timed out."""
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise TimeoutError(
+            f"connecting to {where} from {', '.join(self._config.sources)} timed out "
+            f"after {timeout} s (timeout=)"
+        ) from None
 
     async def _retry(
         self,
         loop: asyncio.AbstractEventLoop,
         target: _resolve.Target,
-        protocol: asyncio.BaseProtocol | None,
+        protocol: LeasedStreamProtocol | None,
     ) -> PooledSocket | asyncio.Transport:
         """The retry policy: another port after a clash, at most `max_attempts` tries.
 
         Each attempt hands the claim to what it made: the socket, or on the native path
-        the protocol wrapper, which gives it back when the connection is lost.
+        the stream protocol, which gives it back when the connection is lost.
         """
         table = self._table
         family, address, key = target
         clash: _connector.Clash | None = None
+        avoid: frozenset[str] | None = None  # strategy "kernel": sources full for key now
         for attempts in range(self._config.max_attempts):
-            claim = table.acquire(key, family)
+            if avoid is None:
+                claim = table.acquire(key, family)
+            else:
+                claim = cast("KernelLedger", table).acquire(key, family, avoid)
             if claim is None:
-                raise self._exhaustion(key, family, attempts, clash)
+                raise self._no_claim(key, family, attempts, clash)
             try:
                 if protocol is None:
                     ledger = self._ledger  # the kernel picks the port: the ledger records it
@@ -337,33 +369,99 @@ class Pool:
                     sock._adopt(claim, self)  # no await since the connect: nothing between
                     result: PooledSocket | asyncio.Transport = sock
                 else:
-                    wrapper = leased(protocol)
                     result = await _connector.attempt_native(
-                        loop, wrapper, claim.source, claim.port, address
+                        loop, protocol, claim.source, claim.port, address
                     )
-                    wrapper._adopt(claim, self, result)
+                    protocol._adopt(claim, self)
             except _connector.Clash as exc:
-                if exc.at_bind:
-                    table.port_in_use(claim)
-                else:
-                    table.clashed(claim)
-                self._retries += 1
                 clash = exc
+                self._refused(claim, exc)
+                if self._ledger is not None and exc.kind == _connector.TUPLE:
+                    avoid = (avoid or frozenset()) | {claim.source}
                 continue
             except BaseException:
+                if self._health.probing:
+                    self._bound(claim.source)  # the bind worked: the address is back
                 self._give_back(claim)
                 raise
+            if self._health.probing:
+                self._bound(claim.source)
             self._connects += 1
             return result
-        raise self._exhaustion(key, family, self._config.max_attempts, clash)
+        raise self._no_claim(key, family, self._config.max_attempts, clash)
 
-    def _exhaustion(
+    # -- what the kernel said, and what the pool makes of it ------------------------------------
+
+    def _refused(self, claim: Claim, clash: _connector.Clash) -> None:
+        """A clash: rest what was refused (see `_health.py`), or mark the source down."""
+        kind = clash.kind
+        if kind == _connector.SOURCE:
+            self._table.source_gone(claim)
+            if self._health.went_down(claim.source):
+                _log.warning(
+                    "source %s is down: bind() says the address is not on this host (%s); "
+                    "connections use the other sources, and it is tried again within %.3g s",
+                    claim.source,
+                    clash.error.strerror,
+                    self._health.retry_in(claim.source),
+                )
+            else:
+                _log.debug(
+                    "source %s is still down; tried again in %.3g s",
+                    claim.source,
+                    self._health.retry_in(claim.source),
+                )
+            return
+        self._retries += 1
+        where = f"{claim.source}:{claim.port}"
+        if kind == _connector.PORT:
+            seconds = self._table.port_in_use(claim)
+            _log.debug(
+                "clash: port %s in use at bind() (EADDRINUSE: a listener or a socket without "
+                "SO_REUSEADDR holds it); held %.3g s for every destination",
+                where,
+                seconds,
+            )
+            return
+        own = clash.own = claim.reused
+        seconds = self._table.clashed(claim)
+        _log.debug(
+            "clash: %s -> %s:%d refused at connect() (EADDRNOTAVAIL: %s); %s",
+            where,
+            *claim.destination,
+            "the pool's own 4-tuple, still closing"
+            if own
+            else "the kernel has no free port for it"
+            if self._ledger is not None
+            else "another socket holds this 4-tuple",
+            f"held {seconds:.3g} s" if seconds else "another source, or the next call, asks again",
+        )
+
+    def _bound(self, source: str) -> None:
+        """A bind on `source` worked while it was being retried: it is up again."""
+        if self._health.came_up(source):
+            _log.debug("source %s is up again: bind() works", source)
+
+    def _no_claim(
         self,
         key: tuple[str, int],
         family: int,
         attempts: int,
         clash: _connector.Clash | None,
-    ) -> PortsExhausted:
+    ) -> OSError:
+        """The error when no attempt is left: no source up, or no 4-tuple free."""
+        sources = self._families[family]
+        down = [ip for ip in sources if ip in self._health.down]
+        if len(down) == len(sources):
+            _log.debug("source unavailable for %s: %s down", key, ", ".join(down))
+            return SourceUnavailable(key, down)
+        if key[0] in sources and self._config.ports == (key[1],):
+            # The one port the pool has is the destination's own, which the table never
+            # hands out for it (a self-connect). Without the pool, connect() would say what
+            # listens there: nothing (refused), or a listener, which also holds the port.
+            refused = _connector.self_connect_refusal(family, key)
+            if refused is not None:
+                return refused
         self._exhausted += 1
         reason = None
         if self._ledger is not None and clash is not None:
@@ -371,8 +469,27 @@ class Pool:
                 "the kernel found no free port for it in the block (connect() said "
                 "EADDRNOTAVAIL; 4-tuples in TIME_WAIT count until the kernel frees them)"
             )
-        error = PortsExhausted(key, self._families[family], attempts, reason)
+        elif clash is not None and clash.own:
+            reason = (
+                f"{attempts} attempts in a row were refused; the last 4-tuples tried are its own, "
+                "released moments "
+                "ago and still closing (the peer has not closed its end yet: FIN_WAIT2); "
+                "they rest a few tens of milliseconds, then work again"
+            )
+        elif clash is not None:
+            at = "connect" if clash.kind == _connector.TUPLE else "bind"
+            name = errno.errorcode.get(clash.error.errno or 0, "?")
+            reason = (
+                f"{attempts} attempts in a row were refused, the last at {at}() ({name}): "
+                "other sockets hold those 4-tuples or ports; they rest briefly, then longer "
+                "if refused again"
+            )
+        if down:
+            reason = f"{reason or 'every port is live, resting or unusable for it'}; down: "
+            reason += ", ".join(down)
+        error = PortsExhausted(key, sources, attempts, reason)
         error.__cause__ = clash.error if clash is not None else None
+        _log.debug("%s", error)
         return error
 
     def _give_back(self, claim: Claim) -> None:
@@ -398,7 +515,7 @@ class Pool:
             connects=self._connects,
             retries=self._retries,
             exhausted=self._exhausted,
-            sources=MappingProxyType(sources),
+            sources=sources,
         )
 
     @property
@@ -425,6 +542,18 @@ class Pool:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError(
+            "a bindpool.Pool cannot be pickled or copied: its leases belong to the sockets of "
+            "this process; make a new Pool in the other process (with shard= to split ports)"
+        )
+
+    def __copy__(self) -> NoReturn:
+        self.__reduce_ex__(0)
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self.__reduce_ex__(0)
 
     def __repr__(self) -> str:
         stats = self._table.statistics().values()

@@ -1,107 +1,66 @@
-"""A protocol wrapper that gives a lease back when its connection is lost.
+"""The stream protocol of `Pool.open_connection` on uvloop's native path: it holds the lease.
 
-Used where the event loop, not bindpool, owns the socket: on uvloop, `create_connection` and
-`open_connection` let libuv bind the chosen port and connect (its native path is the fastest
-there, FIELD-NOTES.md "asyncio and uvloop"), so there is no `PooledSocket` to watch. The
-transport calls `connection_lost()` exactly once after a connection was made; a failed
-connect never reaches it, and the retry policy gives the lease back itself in that case.
+On uvloop, `open_connection` lets libuv bind the chosen port and connect (its native path is
+the fastest there, FIELD-NOTES.md "asyncio and uvloop"), so there is no `PooledSocket` to
+watch: the lease rides on the connection's own `StreamReaderProtocol` instead, and goes back
+when the transport calls `connection_lost()`, which it does exactly once after a connection
+was made (a failed connect never reaches it: the retry policy gives the lease back itself).
 
-The lease follows the transport, not the wrapper: whoever swaps the transport's protocol
-(`transport.set_protocol()`) drops the wrapper, and the new protocol, not the wrapper, hears
-of the loss. So each wrapper with a lease stays in `_HOLDING` and watches its transport with
-a weak reference: the lease goes back at `connection_lost()` or, failing that, when the
-transport is collected (a closed, dropped transport), whichever comes first, once.
-
-Every callback goes to the caller's protocol unchanged; `create_connection` returns that
-protocol, and only `transport.get_protocol()` shows the wrapper.
+Why the stream protocol itself and not a wrapper around it: `StreamWriter.start_tls()` swaps
+the transport's protocol for an SSL protocol whose application protocol is the writer's own
+stream protocol, so this one still hears `connection_lost()` when the TLS connection closes;
+a wrapper would be dropped by the swap and hear nothing. Should the protocol be swapped
+out by hand (`transport.set_protocol()`) and dropped, the lease goes back when it is
+collected. `create_connection` hands over a `PooledSocket` instead, which follows the
+connection through any swap (uvloop detaches it, asyncio closes it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bindpool._claim import Claim
     from bindpool._socket import LeaseOwner
 
-__all__ = ["LeasedProtocol", "leased"]
+__all__ = ["LeasedStreamProtocol"]
 
 
-class LeasedProtocol(asyncio.Protocol):
-    """Forwards to `inner`; gives the adopted lease back at `connection_lost`, or when the
-    transport is collected."""
+class LeasedStreamProtocol(asyncio.StreamReaderProtocol):
+    """A `StreamReaderProtocol` that gives its adopted lease back once the connection is
+    lost, or when it is collected without having been told."""
 
-    __slots__ = ("_claim", "_inner", "_lost", "_owner", "_watch")
-
-    def __init__(self, inner: asyncio.BaseProtocol) -> None:
-        self._inner: Any = inner  # Any: a BaseProtocol that implements what the loop calls
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(reader, loop=loop)
         self._claim: Claim | None = None
         self._owner: LeaseOwner | None = None
-        self._watch: weakref.ref[asyncio.BaseTransport] | None = None
         self._lost = False
 
-    def _adopt(self, claim: Claim, owner: LeaseOwner, transport: asyncio.BaseTransport) -> None:
-        """Own the lease from now on. If the connection is already gone, give it back."""
+    def _adopt(self, claim: Claim, owner: LeaseOwner) -> None:
+        """Own the lease from now on. If the connection is already gone, give it back.
+
+        (The loop may run `connection_lost()` before the connecting coroutine resumes.)
+        """
         self._claim, self._owner = claim, owner
-        self._watch = weakref.ref(transport, self._transport_gone)
-        _HOLDING.add(self)
         if self._lost:
             self._give_back()
-
-    def _transport_gone(self, _: weakref.ref[asyncio.BaseTransport]) -> None:
-        self._give_back()
 
     def _give_back(self) -> None:
         claim, owner = self._claim, self._owner
         if claim is not None and owner is not None:
-            self._claim = self._owner = self._watch = None
-            _HOLDING.discard(self)
+            self._claim = self._owner = None
             owner._give_back(claim)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         try:
-            self._inner.connection_lost(exc)
+            super().connection_lost(exc)
         finally:
             self._give_back()
 
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        result: bool | None = self._inner.eof_received()
-        return result
-
-
-class _LeasedBufferedProtocol(LeasedProtocol, asyncio.BufferedProtocol):
-    """The same for a `BufferedProtocol`: the loop then calls these two instead."""
-
-    __slots__ = ()
-
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._inner.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._inner.buffer_updated(nbytes)
-
-
-# Every wrapper holding a lease, so that dropping it (a protocol swap) cannot lose the lease.
-_HOLDING: set[LeasedProtocol] = set()
-
-
-def leased(inner: asyncio.BaseProtocol) -> LeasedProtocol:
-    """The wrapper for `inner`, buffered if `inner` is."""
-    if isinstance(inner, asyncio.BufferedProtocol):
-        return _LeasedBufferedProtocol(inner)
-    return LeasedProtocol(inner)
+    def __del__(self) -> None:
+        try:
+            super().__del__()  # StreamReaderProtocol's own finalizer
+        finally:
+            self._give_back()

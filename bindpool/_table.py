@@ -25,12 +25,22 @@ block the pick prefers ranks another destination already keeps bound (the source
 words) and starts at a random bit, so choices are neither sequential nor predictable.
 
 States. For one destination a rank is free, *live* (a claim holds it), *cooling* (released
-less than `cooldown` seconds ago), or *held* (the kernel reported the 4-tuple taken elsewhere,
-EADDRNOTAVAIL at connect, or the port unusable on the source, EADDRINUSE at bind; for `hold`
-seconds). All but free set the rank's bit. When no rank is free the table hands out the
-destination's oldest cooling rank: churn to one destination is never capped by the
-cool-down, the kernel decides, and a clash moves on. A port found unusable is also *blocked*
-on its source, so other destinations skip it without asking the kernel again.
+less than `cooldown` seconds ago), or *resting* after the kernel refused it: EADDRNOTAVAIL at
+connect (the 4-tuple exists: the pool's own still closing, or someone else's) or EADDRINUSE
+at bind (the port is unusable on the source). How long a refusal rests is `_health.py`'s
+rule: briefly at first, twice as long at each refusal in a row, up to TIME_WAIT's 60 s; a
+connection that gets through clears the record. All but free set the rank's bit. When no
+rank is free the table hands out the destination's oldest cooling rank: churn to one
+destination is never capped by the cool-down, the kernel decides, and a clash moves on. A
+port found unusable is also *blocked* on its source, so other destinations skip it without
+asking the kernel again.
+
+Self-connects. When the source IP is the destination's IP, the destination's own port is
+never handed out: connect() from (ip, p) to (ip, p) with nothing listening succeeds by TCP
+simultaneous open, and the socket talks to itself (FIELD-NOTES.md; Go's dialer checks this).
+
+Sources. A source whose address left the host is down (`_health.Health`) and skipped until
+its retry time; then one connection tries it, and a bind that works brings it back.
 
 Memory. A destination's words reach only its highest used block, and a destination with
 nothing live, cooling or held is dropped (at its next wake-up, within two seconds), so an idle
@@ -54,19 +64,16 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from bindpool._claim import Claim, Destination
+from bindpool._health import CLOSING_REST, PORT_REST, STRANGER_REST, Health, Strikes
 from bindpool._types import SourceStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["BLOCK", "HOLD", "PortTable", "family_of"]
+__all__ = ["BLOCK", "PortTable", "family_of"]
 
 BLOCK = 30  # ranks per word: one CPython digit (30 bits), so word arithmetic stays cheap
 FULL = (1 << BLOCK) - 1
-# How long a 4-tuple the kernel reported taken elsewhere, or a port it reported unusable,
-# rests before it is tried again: TCP_TIMEWAIT_LEN, the longest a closed connection by
-# someone else keeps its 4-tuple.
-HOLD = 60.0
 
 
 def family_of(address: str) -> int:
@@ -77,7 +84,17 @@ def family_of(address: str) -> int:
 class _Dest:
     """What one source keeps for one destination."""
 
-    __slots__ = ("cooling", "full", "held", "key", "live", "source", "wake", "words")
+    __slots__ = (
+        "cooling",
+        "full",
+        "held",
+        "key",
+        "live",
+        "source",
+        "strikes",
+        "wake",
+        "words",
+    )
 
     def __init__(self, source: _Source, key: Destination) -> None:
         self.source = source
@@ -87,8 +104,19 @@ class _Dest:
         self.live = 0
         # Created on first use: an empty deque alone costs ~600 bytes.
         self.cooling: deque[tuple[float, int]] | None = None  # (expiry, rank), oldest first
-        self.held: list[tuple[float, int]] | None = None  # heap of (until, rank)
+        # Heap of (until, rank, own): own = the pool's own 4-tuple, refused while closing.
+        self.held: list[tuple[float, int, bool]] | None = None
+        self.strikes: Strikes | None = None  # refusals at connect, per rank
         self.wake = -math.inf  # latest wake-up scheduled for this destination
+        if key[0] == source.address and key[1] in source.rank_of:
+            # Never hand out the destination's own port: that is a self-connect. Its bit is
+            # set for good (no entry will ever clear it).
+            rank = source.rank_of[key[1]]
+            block = rank // BLOCK
+            self.words = [source.initial_word(b) for b in range(block + 1)]
+            self.words[block] |= 1 << (rank % BLOCK)
+            if self.words[block] == FULL:
+                self.full = 1 << block
 
     def resting(self) -> int:
         return (len(self.cooling) if self.cooling else 0) + (len(self.held) if self.held else 0)
@@ -108,6 +136,7 @@ class _Source:
         "rank_of",
         "refs",
         "size",
+        "strikes",
     )
 
     def __init__(self, address: str, ports: Sequence[int], rng: random.Random) -> None:
@@ -123,6 +152,7 @@ class _Source:
         self.refs = [0] * self.size  # live claims per rank, all destinations
         self.bound = [0] * self.blocks  # per block: bit set = rank has a live claim
         self.blocked: dict[int, float] = {}  # rank -> until (EADDRINUSE at bind)
+        self.strikes = Strikes()  # refusals at bind (EADDRINUSE), per rank
         self.dests: dict[Destination, _Dest] = {}
 
     def initial_word(self, block: int) -> int:
@@ -135,9 +165,9 @@ class PortTable:
     Args:
         sources: source IP (canonical text) -> the ports it may use. IPv6 if it has a colon.
         cooldown: seconds a released (source, port, destination) rests, see module docs.
-        hold: seconds a 4-tuple or port the kernel refused rests before it is tried again.
         clock: monotonic seconds.
         rng: random source, for the shuffle and the pick (seed it in tests).
+        health: which sources are up, shared with the pool (a new one by default).
     """
 
     def __init__(
@@ -145,14 +175,14 @@ class PortTable:
         sources: Mapping[str, Iterable[int]],
         *,
         cooldown: float,
-        hold: float = HOLD,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        health: Health | None = None,
     ) -> None:
         rng = rng if rng is not None else random.Random()
         self._cooldown = cooldown
-        self._hold = hold
         self._clock = clock
+        self.health = health if health is not None else Health(clock)
         self._random_bits = rng.getrandbits
         self._sources = {ip: _Source(ip, list(ports), rng) for ip, ports in sources.items()}
         self._families: dict[int, list[_Source]] = {}
@@ -177,6 +207,11 @@ class PortTable:
         sources = self._families.get(family)
         if not sources:
             return None
+        health = self.health
+        if health.down:
+            sources = [s for s in sources if health.usable(s.address, now)]
+            if not sources:
+                return None
         if len(sources) > 1:
             sources = self._by_room(sources, destination)
         for source in sources:
@@ -191,12 +226,18 @@ class PortTable:
             if rank is not None:
                 break
             if not dest.cooling:
-                self._drop_if_idle(dest)
+                self._drop_if_idle(dest, now)
         else:
             found = self._oldest_cooling(sources, destination, now)
             if found is None:
                 return None
             source, dest, rank = found
+            claim = self._claim(source, dest, rank)
+            claim.reused = True
+            return claim
+        return self._claim(source, dest, rank)
+
+    def _claim(self, source: _Source, dest: _Dest, rank: int) -> Claim:
         dest.live += 1
         refs = source.refs
         if not refs[rank]:
@@ -205,8 +246,15 @@ class PortTable:
         return Claim(source.address, dest.key, source.ports[rank], rank, dest)
 
     def release(self, claim: Claim) -> None:
-        """The claim's connection ended (or was given up): its 4-tuple starts cooling."""
+        """The claim's connection ended (or was given up): its 4-tuple starts cooling.
+
+        The kernel accepted the 4-tuple (no clash), so any record of refusals ends here.
+        """
         dest = self._give_back(claim)
+        if dest.strikes:
+            dest.strikes.pop(claim.rank, None)
+        if dest.source.strikes:
+            dest.source.strikes.pop(claim.rank, None)
         if self._cooldown > 0:
             expiry = self._clock() + self._cooldown
             if dest.cooling is None:
@@ -223,20 +271,46 @@ class PortTable:
                 if now >= dest.wake:
                     self._schedule(dest, now + 1.0)
 
-    def clashed(self, claim: Claim) -> None:
-        """connect() said EADDRNOTAVAIL: someone else holds this 4-tuple. Hold it a while."""
-        dest = self._give_back(claim)
-        self._hold_rank(dest, claim.rank, self._clock() + self._hold)
+    def clashed(self, claim: Claim) -> float:
+        """connect() said EADDRNOTAVAIL: the 4-tuple exists. Rest it; return for how long.
 
-    def port_in_use(self, claim: Claim) -> None:
+        A 4-tuple the pool released moments ago (`claim.reused`) is its own connection
+        still closing; any other belongs to someone else. See `_health.py` for the rests.
+        """
+        dest = self._give_back(claim)
+        if dest.strikes is None:
+            dest.strikes = Strikes()
+        now = self._clock()
+        first = CLOSING_REST if claim.reused else STRANGER_REST
+        seconds = dest.strikes.strike(claim.rank, first, now)
+        self._hold_rank(dest, claim.rank, now + seconds, claim.reused)
+        self._schedule(dest, now + 2 * seconds)  # to forget the record, if nobody asks
+        return seconds
+
+    def port_in_use(self, claim: Claim) -> float:
         """bind() said EADDRINUSE: the port is unusable on this source for a while.
 
         A listener, or a socket without SO_REUSEADDR, holds it; no destination can use it.
+        Returns how long it rests.
         """
         dest = self._give_back(claim)
-        until = self._clock() + self._hold
-        dest.source.blocked[claim.rank] = until
-        self._hold_rank(dest, claim.rank, until)
+        source, rank = dest.source, claim.rank
+        now = self._clock()
+        seconds = source.strikes.strike(rank, PORT_REST, now)
+        until = now + seconds
+        source.blocked[rank] = until
+        self._hold_rank(dest, rank, until)
+        return seconds
+
+    def source_gone(self, claim: Claim) -> None:
+        """bind() said EADDRNOTAVAIL: the source address left the host, not this 4-tuple.
+
+        The claim ends without a lease and its rank is free again for the destination;
+        the pool marks the source down (`health`).
+        """
+        dest = self._give_back(claim)
+        self._clear(dest, claim.rank)
+        self._drop_if_idle(dest, self._clock())
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -251,15 +325,19 @@ class PortTable:
             for rank, until in list(source.blocked.items()):
                 if until <= now:
                     del source.blocked[rank]
+            source.strikes.prune(now)
             dests = source.dests.values()
+            closing = sum(own for d in dests if d.held for _, _, own in d.held)
             figures[source.address] = SourceStatistics(
                 ports=source.size,
                 in_use=sum(d.live for d in dests),
                 footprint=sum(word.bit_count() for word in source.bound),
                 cooling=sum(len(d.cooling) for d in dests if d.cooling),
-                held=sum(len(d.held) for d in dests if d.held),
+                held=sum(len(d.held) for d in dests if d.held) - closing,
                 blocked=len(source.blocked),
                 destinations=len(source.dests),
+                closing=closing,
+                state=self.health.state(source.address),
             )
         return figures
 
@@ -354,10 +432,10 @@ class PortTable:
             source.bound[rank // BLOCK] ^= 1 << (rank % BLOCK)
         return dest
 
-    def _hold_rank(self, dest: _Dest, rank: int, until: float) -> None:
+    def _hold_rank(self, dest: _Dest, rank: int, until: float, own: bool = False) -> None:
         if dest.held is None:
             dest.held = []
-        heapq.heappush(dest.held, (until, rank))
+        heapq.heappush(dest.held, (until, rank, own))
         self._schedule(dest, until)
 
     def _clear(self, dest: _Dest, rank: int) -> None:
@@ -379,7 +457,7 @@ class PortTable:
 
     def _expire(self, dest: _Dest, now: float) -> None:
         self._expire_entries(dest, now)
-        self._drop_if_idle(dest)
+        self._drop_if_idle(dest, now)
 
     def _expire_entries(self, dest: _Dest, now: float) -> None:
         cooling, held = dest.cooling, dest.held
@@ -388,8 +466,12 @@ class PortTable:
         while held and held[0][0] <= now:
             self._clear(dest, heapq.heappop(held)[1])
 
-    def _drop_if_idle(self, dest: _Dest) -> None:
+    def _drop_if_idle(self, dest: _Dest, now: float) -> None:
         if not dest.live and not dest.cooling and not dest.held:
+            if dest.strikes:  # a record of refusals lives until it is forgotten
+                dest.strikes.prune(now)
+                if dest.strikes:
+                    return
             dests = dest.source.dests
             if dests.get(dest.key) is dest:  # a wake-up may outlive its destination
                 del dests[dest.key]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from bindpool._health import State
 
 __all__ = ["Lease", "PoolStatistics", "SourceStatistics"]
 
@@ -37,12 +37,19 @@ class SourceStatistics:
             lose from the kernel's automatic port pick.
         cooling: released (port, destination) pairs still resting (always 0 with
             strategy "kernel", which leaves TIME_WAIT to the kernel).
-        held: (port, destination) pairs resting after the kernel reported them taken
-            elsewhere (EADDRNOTAVAIL), or found unusable (EADDRINUSE). With strategy
-            "kernel": destinations the kernel reported full, skipped for a second.
+        held: (port, destination) pairs resting after the kernel reported them taken by
+            another socket (EADDRNOTAVAIL at connect) or their port unusable (EADDRINUSE at
+            bind): briefly at first, twice as long at each refusal in a row, up to 60 s.
+            Always 0 with strategy "kernel", which asks the kernel again every time.
+        closing: (port, destination) pairs of the pool's own, released moments ago and
+            refused because they are still closing (FIN_WAIT2): resting a few tens of
+            milliseconds. Always 0 with strategy "kernel".
         blocked: ports unusable on this source for a while (EADDRINUSE at bind: a listener,
             or a socket without SO_REUSEADDR, holds them); always 0 with strategy "kernel".
         destinations: destinations this source keeps any state for.
+        state: "up"; "down" while its address is not on this host (bind() said
+            EADDRNOTAVAIL: it is skipped and tried again every second at most);
+            "draining" while it is being removed.
     """
 
     ports: int
@@ -52,11 +59,13 @@ class SourceStatistics:
     held: int
     blocked: int
     destinations: int
+    closing: int = 0
+    state: State = "up"
 
 
 @dataclass(frozen=True, slots=True)
 class PoolStatistics:
-    """A snapshot of a pool.
+    """A snapshot of a pool: frozen, picklable, `dataclasses.asdict`-able.
 
     Attributes:
         in_use: live leases (connections open, or being opened).
@@ -74,4 +83,4 @@ class PoolStatistics:
     connects: int
     retries: int
     exhausted: int
-    sources: Mapping[str, SourceStatistics]
+    sources: dict[str, SourceStatistics]  # a copy: changing it changes nothing

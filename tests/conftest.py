@@ -18,7 +18,7 @@ import random
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
@@ -115,7 +115,7 @@ def port_block() -> Callable[[int], range]:
 class PoolMaker:
     """Makes Pools of one strategy, each on a fresh block of ports that suits it."""
 
-    def __init__(self, strategy: str) -> None:
+    def __init__(self, strategy: Literal["table", "kernel"]) -> None:
         self.strategy = strategy
 
     def block(self, size: int) -> range:

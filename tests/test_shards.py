@@ -3,6 +3,8 @@ each takes its own slice, and together they fill the range without a single clas
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from benchmarks.sharding import run_workers
@@ -13,7 +15,9 @@ SIZE = 40
 
 
 @pytest.mark.parametrize("strategy", ["table", "kernel"])
-def test_four_sharded_processes_fill_the_range_without_clashing(strategy: str) -> None:
+def test_four_sharded_processes_fill_the_range_without_clashing(
+    strategy: Literal["table", "kernel"],
+) -> None:
     ports = PoolMaker(strategy).block(SIZE)
     reports = run_workers(ports, sharded=True, strategy=strategy, source="127.0.0.61")
     slices = [set(report["ports"]) for report in reports]

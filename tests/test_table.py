@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from bindpool._claim import Claim
-from bindpool._table import HOLD, PortTable
+from bindpool._health import CLOSING_REST, HOLD_MAX, PORT_REST, STRANGER_REST, Health
+from bindpool._table import PortTable
 from tests.fakes import FakeClock
 
 V4 = socket.AF_INET
@@ -24,11 +25,13 @@ def table(
     seed: int = 7,
     sources: tuple[str, ...] = (SRC,),
 ) -> PortTable:
+    clock = clock or FakeClock()
     return PortTable(
         dict.fromkeys(sources, ports),
         cooldown=cooldown,
-        clock=clock or FakeClock(),
+        clock=clock,
         rng=random.Random(seed),
+        health=Health(clock),
     )
 
 
@@ -145,7 +148,7 @@ def test_clashed_tuple_is_held_for_that_destination_only() -> None:
     assert t.statistics()[SRC].held == 1
     for c in rest:
         t.release(c)
-    clock.advance(HOLD)
+    clock.advance(STRANGER_REST)
     assert claim.port in {c.port for c in fill(t, A)}
 
 
@@ -158,7 +161,7 @@ def test_port_in_use_is_blocked_for_every_destination() -> None:
     for dest in (A, B, C):
         assert claim.port not in {c.port for c in fill(t, dest)}
     assert t.statistics()[SRC].blocked == 1
-    clock.advance(HOLD)
+    clock.advance(PORT_REST)
     assert t.statistics()[SRC].blocked == 0
     assert [c.port for c in fill(t, A)] == [claim.port]
 
@@ -245,3 +248,144 @@ def test_cooling_is_used_only_when_no_source_has_a_free_port() -> None:
     again = t.acquire(A, V4)
     assert again is not None
     assert (again.source, again.port) == (claims[0].source, claims[0].port)
+
+
+# -- reading the kernel's answers --------------------------------------------------------------
+
+
+def test_refusals_in_a_row_rest_longer_each_time_up_to_time_wait() -> None:
+    clock = FakeClock()
+    t = table(range(40000, 40001), clock=clock)
+    rests = []
+    for _ in range(12):
+        claim = t.acquire(A, V4)
+        assert claim is not None
+        rests.append(t.clashed(claim))
+        assert t.acquire(A, V4) is None  # resting: not offered again
+        clock.advance(rests[-1])
+    assert rests[:3] == [STRANGER_REST, 2 * STRANGER_REST, 4 * STRANGER_REST]
+    assert rests[-1] == HOLD_MAX
+    assert rests == sorted(rests)
+
+
+def test_a_connection_that_gets_through_clears_the_record() -> None:
+    clock = FakeClock()
+    t = table(range(40000, 40001), clock=clock)
+    for _ in range(3):
+        claim = t.acquire(A, V4)
+        assert claim is not None
+        clock.advance(t.clashed(claim))
+    claim = t.acquire(A, V4)
+    assert claim is not None
+    t.release(claim)  # no clash: the kernel took the 4-tuple
+    claim = t.acquire(A, V4)
+    assert claim is not None
+    assert t.clashed(claim) == STRANGER_REST
+
+
+def test_own_tuple_still_closing_rests_briefly_and_is_named() -> None:
+    """The churn case: every port cooling, the oldest handed out, still in FIN_WAIT2."""
+    clock = FakeClock()
+    t = table(range(40000, 40002), cooldown=60.0, clock=clock)
+    first, second = fill(t, A)
+    t.release(first)
+    t.release(second)
+    reused = t.acquire(A, V4)
+    assert reused is not None
+    assert (reused.port, reused.reused) == (first.port, True)
+    assert t.clashed(reused) == CLOSING_REST
+    figures = t.statistics()[SRC]
+    assert (figures.closing, figures.held, figures.cooling) == (1, 0, 1)
+    other = t.acquire(A, V4)  # the next oldest cooling one, meanwhile
+    assert other is not None
+    assert other.port == second.port
+    t.release(other)
+    clock.advance(CLOSING_REST)
+    again = t.acquire(A, V4)  # back as soon as its short rest is over: free, not cooling
+    assert again is not None
+    assert (again.port, again.reused) == (first.port, False)
+    t.release(again)
+
+
+def test_port_refusals_in_a_row_rest_longer() -> None:
+    clock = FakeClock()
+    t = table(range(40000, 40001), clock=clock)
+    claim = t.acquire(A, V4)
+    assert claim is not None
+    assert t.port_in_use(claim) == PORT_REST
+    clock.advance(PORT_REST)
+    claim = t.acquire(B, V4)
+    assert claim is not None
+    assert t.port_in_use(claim) == 2 * PORT_REST
+
+
+def test_never_the_destinations_own_port_on_its_own_ip() -> None:
+    """source IP == destination IP and the same port: a self-connect by simultaneous open."""
+    own = (SRC, 40003)
+    claims = fill(table(range(40000, 40010)), own)
+    assert len(claims) == 9
+    assert 40003 not in {c.port for c in claims}
+    assert fill(table(range(40003, 40004)), own) == []  # the range holds only that port
+    assert len(fill(table(range(40000, 40010)), ("127.0.0.1", 40003))) == 10  # other IP
+
+
+def test_own_port_stays_excluded_after_churn() -> None:
+    t = table(range(40000, 40031), seed=3)  # two blocks; the own port in the second
+    own = (SRC, 40030)
+    for _ in range(200):
+        claim = t.acquire(own, V4)
+        assert claim is not None
+        assert claim.port != 40030
+        t.release(claim)
+
+
+def test_a_source_gone_ends_the_claim_without_resting_anything() -> None:
+    clock = FakeClock()
+    t = table(range(40000, 40001), clock=clock)
+    claim = t.acquire(A, V4)
+    assert claim is not None
+    t.source_gone(claim)
+    figures = t.statistics()[SRC]
+    assert (figures.in_use, figures.held, figures.blocked, figures.cooling) == (0, 0, 0, 0)
+    assert t.acquire(A, V4) is not None  # the 4-tuple was not the problem
+
+
+def test_down_source_is_skipped_then_retried_and_comes_back() -> None:
+    clock = FakeClock()
+    other = "127.0.0.3"
+    t = table(range(40000, 40010), clock=clock, sources=(SRC, other))
+    health = t.health
+    assert health.went_down(SRC)
+    assert not health.went_down(SRC)  # already down: no second "went down"
+    assert t.statistics()[SRC].state == "down"
+    for _ in range(10):
+        claim = t.acquire(A, V4)
+        assert claim is not None
+        assert claim.source == other
+        t.release(claim)
+    clock.advance(health.retry_in(SRC))
+    tried = {c.source for c in (t.acquire(A, V4), t.acquire(A, V4)) if c is not None}
+    assert SRC in tried  # due: offered again, and it looks roomiest
+    assert SRC in health.probing
+    assert health.came_up(SRC)
+    assert t.statistics()[SRC].state == "up"
+
+
+def test_all_sources_down_leaves_nothing_to_acquire() -> None:
+    clock = FakeClock()
+    t = table(clock=clock)
+    t.health.went_down(SRC)
+    assert t.acquire(A, V4) is None
+    clock.advance(t.health.retry_in(SRC))
+    assert t.acquire(A, V4) is not None
+
+
+def test_down_sources_are_retried_with_backoff_capped_at_a_second() -> None:
+    clock = FakeClock()
+    health = Health(clock)
+    waits = []
+    for _ in range(8):
+        health.went_down(SRC)
+        waits.append(health.retry_in(SRC))
+    assert waits[0] < waits[1] < waits[2]
+    assert max(waits) == waits[-1] == 1.0

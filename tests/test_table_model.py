@@ -5,6 +5,12 @@ free?" by brute force; the table must agree with it after every step: same live 
 never a duplicate, cool-down honoured while another port is free, the oldest cooling tuple
 when none is, held and blocked ports skipped, exhaustion reported exactly when the reference
 has nothing, and statistics equal to the reference's counts.
+
+The kernel's answers follow the reference's own rules: a refusal rests `first * 2**(n-1)`
+(capped at 60 s) for the n-th in a row, `first` by whether the 4-tuple was the pool's own
+(handed out from cooling) or not, forgotten after as long again as the rest; a connection
+that gets through clears it. The destination's own port on its own IP is never handed out
+(self-connect). Sources go down and come up; a down source is offered only once due.
 """
 
 from __future__ import annotations
@@ -17,13 +23,24 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from bindpool._claim import Claim
+from bindpool._health import CLOSING_REST, HOLD_MAX, PORT_REST, STRANGER_REST, Health
 from bindpool._table import PortTable
 from tests.fakes import FakeClock
 
-HOLD = 7.0
 SOURCES = ("127.0.0.2", "127.0.0.3")
-DESTS = (("127.0.0.1", 7001), ("127.0.0.1", 7002), ("127.0.0.9", 7001))
+# The last one is a source's own IP, with a port inside the range: never handed out.
+DESTS = (("127.0.0.1", 7001), ("127.0.0.1", 7002), ("127.0.0.9", 7001), ("127.0.0.2", 50001))
 Key = tuple[str, int, tuple[str, int]]
+
+
+def reference_rest(
+    strikes: dict[object, tuple[int, float]], key: object, first: float, now: float
+) -> float:
+    count, forget = strikes.get(key, (0, 0.0))
+    count = count + 1 if forget > now else 1
+    seconds = min(first * float(2 ** (count - 1)), HOLD_MAX)
+    strikes[key] = (count, now + 2 * seconds)
+    return seconds
 
 
 class TableMachine(RuleBasedStateMachine):
@@ -34,6 +51,8 @@ class TableMachine(RuleBasedStateMachine):
         self.cooling: dict[Key, float] = {}  # -> expiry
         self.held: dict[Key, float] = {}  # -> until (this destination's own clashes)
         self.blocked: dict[tuple[str, int], float] = {}  # (source, port) -> until
+        self.strikes: dict[object, tuple[int, float]] = {}  # Key or (source, port)
+        self.down: dict[str, float] = {}  # source -> when it may be tried again
 
     @initialize(
         nsources=st.integers(1, 2),
@@ -45,12 +64,13 @@ class TableMachine(RuleBasedStateMachine):
         self.sources = SOURCES[:nsources]
         self.ports = range(50000, 50000 + nports)
         self.cooldown = cooldown
+        self.health = Health(self.clock)
         self.table = PortTable(
             dict.fromkeys(self.sources, self.ports),
             cooldown=cooldown,
-            hold=HOLD,
             clock=self.clock,
             rng=random.Random(seed),
+            health=self.health,
         )
 
     # -- the reference's answers ----------------------------------------------------------
@@ -61,22 +81,27 @@ class TableMachine(RuleBasedStateMachine):
     def _blocked(self, source: str, port: int) -> bool:
         return self.blocked.get((source, port), -1.0) > self.clock.now
 
+    def up(self) -> list[str]:
+        return [s for s in self.sources if self.down.get(s, -1.0) <= self.clock.now]
+
     def free(self, dest: tuple[str, int]) -> set[tuple[str, int]]:
         return {
             (s, p)
-            for s in self.sources
+            for s in self.up()
             for p in self.ports
             if (s, p, dest) not in self.live
+            and (s, p) != dest
             and not self._active(self.held, (s, p, dest))
             and not self._active(self.cooling, (s, p, dest))
             and not self._blocked(s, p)
         }
 
     def cooling_usable(self, dest: tuple[str, int]) -> dict[tuple[str, int], float]:
+        up = self.up()
         return {
             (s, p): expiry
             for (s, p, d), expiry in self.cooling.items()
-            if d == dest and expiry > self.clock.now and not self._blocked(s, p)
+            if d == dest and s in up and expiry > self.clock.now and not self._blocked(s, p)
         }
 
     # -- rules ------------------------------------------------------------------------------
@@ -97,6 +122,7 @@ class TableMachine(RuleBasedStateMachine):
             assert not free, f"cooling {got} handed out while {sorted(free)[:5]} free"
             assert got in cooling, f"{got} is neither free nor usable cooling"
             assert cooling[got] == min(cooling.values()), "not the oldest cooling tuple"
+        assert claim.reused == (got not in free)
         self.live[key] = claim
         self.cooling.pop(key, None)
 
@@ -119,6 +145,8 @@ class TableMachine(RuleBasedStateMachine):
     def release(self, data: st.DataObject) -> None:
         key, claim = self._pick(data)
         self.table.release(claim)
+        self.strikes.pop(key, None)  # the kernel took it: the record ends
+        self.strikes.pop((key[0], key[1]), None)
         if self.cooldown:
             self.cooling[key] = self.clock.now + self.cooldown
 
@@ -126,18 +154,35 @@ class TableMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def clash(self, data: st.DataObject) -> None:
         key, claim = self._pick(data)
-        self.table.clashed(claim)
-        self.held[key] = self.clock.now + HOLD
+        first = CLOSING_REST if claim.reused else STRANGER_REST
+        expected = reference_rest(self.strikes, key, first, self.clock.now)
+        assert self.table.clashed(claim) == expected
+        self.held[key] = self.clock.now + expected
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def port_in_use(self, data: st.DataObject) -> None:
         key, claim = self._pick(data)
-        self.table.port_in_use(claim)
-        self.held[key] = self.clock.now + HOLD
-        self.blocked[key[0], key[1]] = self.clock.now + HOLD
+        expected = reference_rest(self.strikes, (key[0], key[1]), PORT_REST, self.clock.now)
+        assert self.table.port_in_use(claim) == expected
+        self.held[key] = self.clock.now + expected
+        self.blocked[key[0], key[1]] = self.clock.now + expected
 
-    @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 5.0, 7.0, 30.0]))
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def source_gone(self, data: st.DataObject) -> None:
+        """bind() said EADDRNOTAVAIL: the claim ends, nothing rests, the source goes down."""
+        key, claim = self._pick(data)
+        self.table.source_gone(claim)
+        self.health.went_down(key[0])
+        self.down[key[0]] = self.clock.now + self.health.retry_in(key[0])
+
+    @rule(source=st.sampled_from(SOURCES))
+    def source_back(self, source: str) -> None:
+        self.health.came_up(source)
+        self.down.pop(source, None)
+
+    @rule(seconds=st.sampled_from([0.05, 0.25, 0.5, 1.0, 3.0, 5.0, 7.0, 30.0, 60.0]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
@@ -160,9 +205,10 @@ class TableMachine(RuleBasedStateMachine):
             assert figures.blocked == sum(
                 1 for (s, _), u in self.blocked.items() if s == source and u > now
             )
-            assert figures.held >= sum(
+            assert figures.held + figures.closing >= sum(
                 1 for k, u in self.held.items() if k[0] == source and u > now
             )
+            assert figures.state == ("down" if source in self.health.down else "up")
         assert all(claim.live for claim in self.live.values())
 
 
