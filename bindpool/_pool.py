@@ -400,7 +400,7 @@ class Pool:
             if self._health.went_down(claim.source):
                 _log.warning(
                     "source %s is down: bind() says the address is not on this host (%s); "
-                    "connections use the other sources, and it is tried again within %.3g s",
+                    "skipped, and tried again within %.3g s",
                     claim.source,
                     clash.error.strerror,
                     self._health.retry_in(claim.source),

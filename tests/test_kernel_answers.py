@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import bindpool
+from bindpool import _host
 from tests.conftest import SOURCE, PoolMaker
 
 ROOT = Path(__file__).parent.parent
@@ -116,3 +118,48 @@ async def test_the_only_port_taken_by_a_listener_is_exhaustion_not_refusal(
         pool = bindpool.Pool([SOURCE], ports=ports)
         with pytest.raises(bindpool.PortsExhausted):
             await pool.connect(SOURCE, ports[0])
+
+
+def no_port_socket(ports: range, destination: tuple[str, int]) -> socket.socket:
+    """What nginx and HAProxy do: IP_BIND_ADDRESS_NO_PORT, narrowed to the pool's block."""
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_IP, _host.IP_BIND_ADDRESS_NO_PORT, 1)
+        _host.set_local_port_range(sock, ports[0], ports[-1])
+        sock.bind((SOURCE, 0))
+        sock.connect(destination)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a RST: the port is free at once, no TIME_WAIT."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_kernel_strategy_asks_the_kernel_again_at_once(
+    listeners: Callable[[int], list[tuple[str, int]]],
+) -> None:
+    """No blackout of the pool's own: when another program frees a port right after the
+    kernel said the block was full, the next connect gets it, as a plain socket does."""
+    maker = PoolMaker("kernel")
+    pool = maker(3)
+    (destination,) = listeners(1)
+    held = [await pool.connect(*destination) for _ in range(2)]
+    outsider = no_port_socket(maker.ports, destination)  # the third port, not the pool's
+    try:
+        with pytest.raises(bindpool.PortsExhausted):
+            await pool.connect(*destination)
+        with pytest.raises(OSError, match="Cannot assign"):
+            no_port_socket(maker.ports, destination).close()  # a plain socket: refused too
+        reset(outsider)
+        sock = await pool.connect(*destination)  # at once: the pool adds no wait
+        reset(sock)
+        no_port_socket(maker.ports, destination).close()  # and so does the plain socket
+        assert pool.statistics().exhausted == 1
+    finally:
+        for sock in held:
+            sock.close()

@@ -1,0 +1,67 @@
+"""A source address that leaves the host and comes back, in a private network namespace
+(PRODUCT.md: "A source whose address leaves the host is marked down, skipped, and tried
+again"; `SourceUnavailable`). The work happens in tests/sources_inside.py; root only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.namespace
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: addresses come and go only inside a private network namespace")
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "tests.sources_inside", "--calls", "120"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
+    if done.returncode and "unshare" in done.stderr:
+        pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+CASES = [
+    f"{loop} {strategy} {call}"
+    for loop in ("asyncio", "uvloop")
+    for strategy in ("table", "kernel")
+    for call in ("connect", "open_connection")
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_of_two_sources_removed_fails_no_call(results: dict[str, Any], case: str) -> None:
+    two = results[case]["two"]
+    assert two["failed"] == 0, two["errors"]
+    assert two["state"] == "down"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_only_source_removed_is_source_unavailable_naming_it(
+    results: dict[str, Any], case: str
+) -> None:
+    assert results[case]["one"] == {"error": "SourceUnavailable", "sources": ["127.0.0.4"]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_restored_address_is_back_within_two_seconds(results: dict[str, Any], case: str) -> None:
+    # A behaviour bound, not a speed figure: down sources are retried at least every second.
+    assert results[case]["back"] is not None
+    assert results[case]["back"] < 2.0
+    assert results[case]["in_use"] == 0
