@@ -7,18 +7,23 @@ errors are raised before any port is taken or socket opened: no lease, no file d
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
 import bindpool
-from bindpool import _host
+from bindpool import _config, _host
 from tests.conftest import DEST, SOURCE
+
+HUGE = 10**400  # past float range: float() raises OverflowError
+VAST = 10**5000  # past str()'s 4300 digits: repr() raises ValueError
 
 
 @pytest.fixture
@@ -39,12 +44,28 @@ CONSTRUCTION: list[tuple[dict[str, Any], str]] = [
     ({"sources": ["::"]}, "not a unicast address"),
     ({"sources": ["224.0.0.1"]}, "not a unicast address"),
     ({"sources": ["::ffff:127.0.0.2"]}, "IPv4-mapped"),
+    ({"sources": itertools.repeat(SOURCE)}, "more than 65,536 items.*as a list"),
+    ({"sources": [VAST]}, "an int of about 5000 digits must be a str"),
     ({"sources": ["127.0.0.2", None]}, "must be a str"),
     ({"sources": ["127.0.0.2", 2130706434]}, "must be a str"),
     ({"ports": []}, "ports is empty"),
     ({"ports": range(0)}, "ports is empty"),
     ({"ports": [0]}, "outside 1-65535"),
     ({"ports": range(65530, 65540)}, "outside 1-65535"),
+    # Ranges are checked by their bounds, before a port is made: len() of these overflows,
+    # and a list of range(1, 10**8) would take 20 s and gigabytes.
+    ({"ports": range(10**30)}, r"reach 0, outside 1-65535: give a range inside it"),
+    ({"ports": range(1, 10**8)}, r"reach 99999999, outside 1-65535: give a range inside it"),
+    ({"ports": range(10**30, 0, -1)}, r"outside 1-65535: give a range inside it"),
+    ({"ports": range(40000, 70000, 5)}, r"reach 69995, outside 1-65535"),
+    ({"ports": range(VAST)}, r"ports a range reach 0, outside 1-65535"),
+    # Other iterables are read item by item, at most one past the number of ports.
+    ({"ports": itertools.count()}, "port 0 is outside 1-65535"),
+    ({"ports": itertools.count(40000)}, "port 65536 is outside 1-65535"),
+    ({"ports": itertools.repeat(40000)}, "more than 65,536 items.*give a range"),
+    ({"ports": itertools.cycle(range(40000, 40010))}, "more than 65,536 items.*give a range"),
+    ({"ports": [HUGE]}, "port an int of about 400 digits is outside 1-65535"),
+    ({"ports": [VAST]}, "port an int of about 5000 digits is outside 1-65535"),
     ({"ports": [-1]}, "outside 1-65535"),
     ({"ports": [40000, 70000]}, "outside 1-65535"),
     ({"ports": [40000.0]}, "must hold ints"),
@@ -60,6 +81,9 @@ CONSTRUCTION: list[tuple[dict[str, Any], str]] = [
     ({"cooldown": math.nan}, "cooldown must be a finite number >= 0"),
     ({"cooldown": math.inf}, "cooldown must be a finite number >= 0"),
     ({"cooldown": "60"}, "cooldown must be a number"),
+    ({"cooldown": HUGE}, "cooldown must be a finite number >= 0.*0 turns it off"),
+    ({"cooldown": -HUGE}, "cooldown must be a finite number >= 0.*0 turns it off"),
+    ({"cooldown": VAST}, "cooldown must be a finite number >= 0, not an int of about 5000"),
     ({"on_release": "print"}, "on_release must be callable"),
     ({"cooldown": None}, "cooldown must be a number"),
     ({"max_attempts": None}, "max_attempts must be an int >= 1"),
@@ -68,14 +92,26 @@ CONSTRUCTION: list[tuple[dict[str, Any], str]] = [
     ({"shard": (-1, 2)}, "0 <= index < count"),
     ({"shard": [0, 2]}, r"tuple \(index, count\)"),
     ({"shard": (0, 11)}, "a shard would be empty"),
+    ({"shard": (0, VAST)}, "shard count an int of about 5000 digits exceeds the 10 ports"),
     ({"strategy": "fast"}, "strategy must be 'table' or 'kernel'"),
 ]
+
+
+def _label(value: object) -> str:
+    """A short, stable test id: no memory address, no repr() of an int str() refuses."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__}>"
+    if " at 0x" in text:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) < 40 else f"{text[:30]}...<{len(text)} chars>"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     CONSTRUCTION,
-    ids=[",".join(f"{k}={v!r}" for k, v in kwargs.items()) for kwargs, _ in CONSTRUCTION],
+    ids=[",".join(f"{k}={_label(v)}" for k, v in kwargs.items()) for kwargs, _ in CONSTRUCTION],
 )
 def test_construction_rejects(kwargs: dict[str, Any], message: str, no_fd_leak: None) -> None:
     arguments: dict[str, Any] = {"sources": [SOURCE], "ports": range(40000, 40010)}
@@ -85,6 +121,38 @@ def test_construction_rejects(kwargs: dict[str, Any], message: str, no_fd_leak: 
         bindpool.Pool(sources, **arguments)
     assert isinstance(info.value, bindpool.BindPoolError)
     assert isinstance(info.value, ValueError)
+
+
+def test_ports_read_no_further_than_one_past_the_number_of_ports(no_fd_leak: None) -> None:
+    """An endless iterable of valid ports is refused after 65,537 items, not read forever;
+    65,536 items, duplicates and all, are still a valid (if odd) way to give 10 ports."""
+    read = 0
+
+    def counted(ports: Iterable[int]) -> Iterator[int]:
+        nonlocal read
+        for port in ports:
+            read += 1
+            yield port
+
+    with pytest.raises(bindpool.ConfigurationError, match="more than 65,536 items"):
+        bindpool.Pool([SOURCE], ports=counted(itertools.cycle(range(40000, 40010))))
+    assert read == _config.MOST_PORTS + 1
+    read = 0
+    enough = itertools.islice(itertools.cycle(range(40000, 40010)), _config.MOST_PORTS)
+    pool = bindpool.Pool([SOURCE], ports=counted(enough))
+    assert read == _config.MOST_PORTS
+    assert pool._config.ports == tuple(range(40000, 40010))
+
+
+def test_ranges_are_never_materialised_beyond_their_ports() -> None:
+    """A valid range with a step, or backwards, gives its own ports, sorted."""
+    assert bindpool.Pool([SOURCE], ports=range(40009, 39999, -3))._config.ports == (
+        40000,
+        40003,
+        40006,
+        40009,
+    )
+    assert bindpool.Pool([SOURCE], ports=range(40000, 10**30, 10**30))._config.ports == (40000,)
 
 
 def test_sources_are_canonical_and_deduplicated() -> None:
@@ -304,6 +372,39 @@ PER_CALL: list[tuple[str, Call, type[BaseException], str]] = [
         bindpool.ConfigurationError,
         "protocol_factory must be callable",
     ),
+    # Numbers asyncio cannot schedule: float() of them raises OverflowError.
+    (
+        "timeout past float range",
+        lambda p: p.connect(DEST, 80, timeout=HUGE),
+        bindpool.ConfigurationError,
+        r"timeout an int of about 400 digits is too large.*pass None \(or math.inf\)",
+    ),
+    (
+        "name with a timeout past float range",
+        lambda p: p.connect("localhost", 80, timeout=HUGE),
+        bindpool.ConfigurationError,
+        r"too large for the event loop to schedule: pass None",
+    ),
+    (
+        "stream timeout past float range",
+        lambda p: p.open_connection(DEST, 80, timeout=VAST),
+        bindpool.ConfigurationError,
+        r"timeout an int of about 5000 digits is too large.*pass None",
+    ),
+    (
+        "handshake timeout past float range",
+        lambda p: p.open_connection(DEST, 80, ssl=True, ssl_handshake_timeout=HUGE),
+        bindpool.ConfigurationError,
+        r"ssl_handshake_timeout an int of about 400 digits is too large.*pass None",
+    ),
+    (
+        "protocol: handshake timeout past float range",
+        lambda p: p.create_connection(
+            asyncio.Protocol, DEST, 80, ssl=True, ssl_handshake_timeout=-HUGE
+        ),
+        bindpool.ConfigurationError,
+        r"ssl_handshake_timeout must be >= 0 seconds or None",
+    ),
 ]
 
 
@@ -325,6 +426,23 @@ async def test_call_rejects_before_taking_anything(
     stats = pool.statistics()
     assert (stats.in_use, stats.connects, stats.retries, stats.exhausted) == (0, 0, 0, 0)
     assert released == []
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [1e300, math.inf, sys.float_info.max, 2**1000],
+    ids=["1e300", "inf", "max", "2**1000"],
+)
+async def test_any_timeout_the_loop_can_schedule_is_taken(
+    timeout: float, no_fd_leak: None, listeners: Callable[[int], list[tuple[str, int]]]
+) -> None:
+    """The documented choice: past float range is refused (above); anything asyncio can
+    schedule, up to inf, is a limit that never comes, as in asyncio."""
+    [(host, port)] = listeners(1)
+    pool = bindpool.Pool([SOURCE], ports=range(40000, 40010))
+    sock = await pool.connect(host, port, timeout=timeout)
+    sock.close()
+    assert pool.statistics().connects == 1
 
 
 async def test_family_mismatch_names_family_and_sources(no_fd_leak: None) -> None:
