@@ -134,7 +134,13 @@ def check_sources(sources: Iterable[str]) -> tuple[str, ...]:
         address = _canonical_source(item)
         if address in canonical:
             continue
-        if not _host.is_local(address, family_of(address)):
+        family = family_of(address)
+        if family == socket.AF_INET and _host.is_broadcast(address):
+            raise ConfigurationError(
+                f"source {item!r} is not a unicast address: it is a broadcast address here, "
+                "and the kernel would send from another one; bind to the interface's own IP"
+            )
+        if not _host.is_local(address, family):
             raise ConfigurationError(
                 f"source {item!r} is not an address of this host (bind() refuses it): "
                 "use one that `ip addr` lists, or any 127.x.y.z on loopback"

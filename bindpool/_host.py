@@ -6,6 +6,7 @@ Everything here may make syscalls or read /proc; the pool calls it at constructi
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import struct
 from pathlib import Path
@@ -17,6 +18,7 @@ __all__ = [
     "ephemeral_range",
     "format_port_list",
     "has_option",
+    "is_broadcast",
     "is_local",
     "local_port_range",
     "parse_port_list",
@@ -101,6 +103,39 @@ def is_local(address: str, family: int) -> bool:
             probe.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         try:
             probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+def is_broadcast(address: str) -> bool:
+    """Whether the IPv4 `address` is a broadcast address here, as the kernel routes it.
+
+    Linux lets a TCP socket bind a broadcast address (`is_local` says yes), then sends from
+    another address (FIELD-NOTES.md). Its routing table knows better: the local table holds a
+    BROADCAST route for every subnet broadcast (`brd` in `ip addr`, and prefix|~mask of each
+    address with a prefix shorter than /31, lo's 127.255.255.255 included). Connecting a UDP
+    socket looks that route up and, for a broadcast route without SO_BROADCAST, fails with
+    EACCES (ip4_datagram_connect); nothing is sent. One lookup per source, so a host with a
+    full routing table costs no more than one without (/proc/net/fib_trie would be read whole).
+    255.255.255.255 is checked by value: where no interface could send it, the lookup says
+    ENETUNREACH instead.
+    """
+    if address == "255.255.255.255":
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 9))
+        except OSError as exc:
+            if exc.errno != errno.EACCES:
+                return False  # unroutable: `is_local` has its own say
+        else:
+            return False
+        # EACCES could also come from a security module: a broadcast route is the one that
+        # SO_BROADCAST lets through.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            probe.connect((address, 9))
         except OSError:
             return False
     return True

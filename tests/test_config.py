@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import bindpool
 from bindpool import _config, _host
+from tests import badinput_inside
 from tests.conftest import DEST, SOURCE
 
+ROOT = Path(__file__).parent.parent
 HUGE = 10**400  # past float range: float() raises OverflowError
 VAST = 10**5000  # past str()'s 4300 digits: repr() raises ValueError
 
@@ -44,6 +50,10 @@ CONSTRUCTION: list[tuple[dict[str, Any], str]] = [
     ({"sources": ["::"]}, "not a unicast address"),
     ({"sources": ["224.0.0.1"]}, "not a unicast address"),
     ({"sources": ["::ffff:127.0.0.2"]}, "IPv4-mapped"),
+    # Linux binds a TCP socket to a broadcast address, then sends from another one.
+    ({"sources": ["255.255.255.255"]}, "not a unicast address.*bind to the interface's own IP"),
+    ({"sources": ["127.255.255.255"]}, "not a unicast address.*bind to the interface's own IP"),
+    ({"sources": [SOURCE, "127.255.255.255"]}, "'127.255.255.255' is not a unicast address"),
     ({"sources": itertools.repeat(SOURCE)}, "more than 65,536 items.*as a list"),
     ({"sources": [VAST]}, "an int of about 5000 digits must be a str"),
     ({"sources": ["127.0.0.2", None]}, "must be a str"),
@@ -466,3 +476,36 @@ async def test_closed_pool(released: list[bindpool.Lease], no_fd_leak: None) -> 
         assert isinstance(info.value, RuntimeError)
     assert released == []
     assert "closed" in repr(pool)
+
+
+# -- what only the host can tell --------------------------------------------------------------
+
+
+def test_broadcast_sources_are_refused_however_the_kernel_made_them(no_fd_leak: None) -> None:
+    """Subnet broadcasts the kernel adds, an explicit `brd`, and not a mere ".255": in a
+    private network namespace, where a test may add addresses. bind() takes every one."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: addresses are added only inside a private network namespace")
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "tests.badinput_inside", "broadcast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    if done.returncode and "unshare" in done.stderr:
+        pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    sources = report["sources"]
+    assert set(sources) == set(badinput_inside.BROADCAST_CASES)
+    for address, what in badinput_inside.BROADCAST_CASES.items():
+        assert sources[address]["bind"] == "ok", (address, what)  # the kernel takes them all
+        if what.startswith("unicast"):
+            assert sources[address]["pool"] == "ok", (address, what)
+        else:
+            assert "is not a unicast address" in sources[address]["pool"], (address, what)
+            assert "bind to the interface's own IP" in sources[address]["pool"]
+    assert report["fds_left"] == 0
