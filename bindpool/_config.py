@@ -1,8 +1,9 @@
 """Checking a pool's arguments once, at construction, with messages that say what to fix.
 
 Also the per-call checks of `connect()` and friends, so a bad call fails before any port is
-taken or any socket exists. Those run on every connect: the common case costs a few
-comparisons.
+taken or any socket exists. Those run on every connect: the common case (an IP literal, no
+timeout or a float one) costs a few comparisons; names pay for `check_name` where they are
+resolved, next to a getaddrinfo that costs far more.
 
 Nothing the user passes is trusted to be small: an iterable is read item by item with a cap
 (an infinite one is refused, not materialised), a range is checked by its bounds, a number by
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PoolConfig",
     "check_destination",
+    "check_name",
     "check_sources",
     "check_timeout",
     "check_tls",
@@ -307,12 +309,35 @@ def _kernel_span(ports: tuple[int, ...], reserved: frozenset[int]) -> tuple[int,
 
 
 def check_destination(host: object, port: object) -> None:
+    """Types and ranges only: a name's own check (`check_name`) waits for its resolution."""
     if not isinstance(host, str) or not host:
         raise ConfigurationError(
             f"host must be a non-empty str (a name or an IP), not {_shown(host)}"
         )
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigurationError(f"port must be an int in 1-65535, not {_shown(port)}")
+
+
+def check_name(name: str, what: str = "host") -> None:
+    """A host name getaddrinfo and ssl can take as it is, or ConfigurationError.
+
+    Both encode a str with the "idna" codec (IDNA 2003), which raises UnicodeError for what it
+    cannot encode (an empty label, one over 63 characters, a lone surrogate...) but passes NUL,
+    where C then cuts the name short: "localhost\\x00.evil.example" would reach localhost.
+    """
+    if "\x00" in name:
+        raise ConfigurationError(
+            f"{what} {_shown(name)} contains a NUL character, which would cut the name short: "
+            "pass the name alone"
+        )
+    try:
+        name.encode("idna")
+    except UnicodeError as exc:
+        reason = exc.__cause__ or exc  # the codec's own words: "label empty or too long"...
+        raise ConfigurationError(
+            f"{what} {_shown(name)} is not a valid host name ({reason}): each dot-separated "
+            "label needs 1 to 63 characters, and non-ASCII names must be valid IDNA"
+        ) from None
 
 
 def check_timeout(timeout: object, name: str = "timeout") -> None:
@@ -338,8 +363,16 @@ def check_tls(
     server_hostname: str | None,
     ssl_handshake_timeout: float | None,
 ) -> str | None:
-    """asyncio's TLS rules, checked before a port is taken. Returns the name to verify."""
+    """asyncio's TLS rules, checked before a port is taken. Returns the name to verify.
+
+    asyncio checks them only after the connection is made, with a bare ValueError (a
+    handshake timeout of 0), TypeError (NUL in server_hostname) or UnicodeError.
+    """
     check_timeout(ssl_handshake_timeout, "ssl_handshake_timeout")
+    if ssl_handshake_timeout == 0:
+        raise ConfigurationError(
+            "ssl_handshake_timeout must be > 0 seconds or None (asyncio's default, 60 s)"
+        )
     if not ssl:
         if server_hostname is not None:
             raise ConfigurationError("server_hostname is only meaningful with ssl")
@@ -348,9 +381,14 @@ def check_tls(
         return None
     if not isinstance(ssl, _ssl.SSLContext | bool):
         raise ConfigurationError(f"ssl must be an ssl.SSLContext, True or None, not {_shown(ssl)}")
-    name = host if server_hostname is None else server_hostname
-    if not isinstance(name, str):
-        raise ConfigurationError(f"server_hostname must be a str, not {_shown(name)}")
+    if server_hostname is None:
+        name = host  # a literal needs no check, a name gets one before it is resolved
+    elif isinstance(server_hostname, str):
+        name = server_hostname
+        if name:
+            check_name(name, "server_hostname")
+    else:
+        raise ConfigurationError(f"server_hostname must be a str, not {_shown(server_hostname)}")
     verifies = ssl is True or ssl.check_hostname
     if not name and verifies:
         raise ConfigurationError(

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import bindpool
-from bindpool import _config, _host
+from bindpool import _config, _host, _resolve
 from tests import badinput_inside
 from tests.conftest import DEST, SOURCE
 
@@ -415,6 +415,76 @@ PER_CALL: list[tuple[str, Call, type[BaseException], str]] = [
         bindpool.ConfigurationError,
         r"ssl_handshake_timeout must be >= 0 seconds or None",
     ),
+    # Names: NUL would cut the name short in C, IDNA failures are a bare UnicodeError; and
+    # what asyncio's TLS would only refuse once connected.
+    (
+        "host with NUL",
+        lambda p: p.connect("localhost\x00.evil.example", 80),
+        bindpool.ConfigurationError,
+        r"'localhost\\x00.evil.example' contains a NUL character.*pass the name alone",
+    ),
+    (
+        "literal with NUL",
+        lambda p: p.connect(DEST + "\x00", 80),
+        bindpool.ConfigurationError,
+        "contains a NUL character",
+    ),
+    (
+        "host with a label over 63 characters",
+        lambda p: p.connect("a" * 64 + ".example", 80),
+        bindpool.ConfigurationError,
+        r"is not a valid host name \(label empty or too long\): each dot-separated label",
+    ),
+    (
+        "host with an empty label",
+        lambda p: p.connect("www..example", 80),
+        bindpool.ConfigurationError,
+        r"'www..example' is not a valid host name.*1 to 63 characters",
+    ),
+    (
+        "host with a lone surrogate",
+        lambda p: p.connect("\udcff.example", 80),
+        bindpool.ConfigurationError,
+        r"not a valid host name \(Invalid character.*must be valid IDNA",
+    ),
+    (
+        "host of a million characters",
+        lambda p: p.connect("a" * 10**6, 80),
+        bindpool.ConfigurationError,
+        r"host 'aaaa[a.]{60,80}' is not a valid host name",  # shown short
+    ),
+    (
+        "stream: host with NUL",
+        lambda p: p.open_connection("localhost\x00", 80, timeout=5),
+        bindpool.ConfigurationError,
+        "contains a NUL character",
+    ),
+    (
+        "protocol: host IDNA cannot encode",
+        lambda p: p.create_connection(asyncio.Protocol, "a" * 64 + ".example", 80),
+        bindpool.ConfigurationError,
+        "is not a valid host name",
+    ),
+    (
+        "server_hostname with NUL",  # asyncio: a bare TypeError once connected
+        lambda p: p.open_connection(DEST, 80, ssl=True, server_hostname="a.example\x00b"),
+        bindpool.ConfigurationError,
+        r"server_hostname 'a.example\\x00b' contains a NUL character",
+    ),
+    (
+        "server_hostname IDNA cannot encode",  # asyncio: a bare UnicodeError once connected
+        lambda p: p.create_connection(
+            asyncio.Protocol, DEST, 80, ssl=True, server_hostname="x" * 64
+        ),
+        bindpool.ConfigurationError,
+        "server_hostname 'x+' is not a valid host name",
+    ),
+    (
+        "handshake timeout 0",  # asyncio raises a bare ValueError for it, once connected
+        lambda p: p.open_connection(DEST, 80, ssl=True, ssl_handshake_timeout=0),
+        bindpool.ConfigurationError,
+        r"ssl_handshake_timeout must be > 0 seconds or None \(asyncio's default",
+    ),
 ]
 
 
@@ -453,6 +523,33 @@ async def test_any_timeout_the_loop_can_schedule_is_taken(
     sock = await pool.connect(host, port, timeout=timeout)
     sock.close()
     assert pool.statistics().connects == 1
+
+
+async def test_literals_skip_the_name_check_and_names_pay_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+    no_fd_leak: None,  # first: checked after the listeners have closed
+    listeners: Callable[[int], list[tuple[str, int]]],
+) -> None:
+    """IP literals, the common case, never pay for the name check; a name pays it once,
+    beside its getaddrinfo."""
+    checked: list[str] = []
+    check = _config.check_name
+
+    def recording(name: str, what: str = "host") -> None:
+        checked.append(name)
+        check(name, what)
+
+    monkeypatch.setattr(_resolve, "check_name", recording)
+    [(host, port)] = listeners(1)
+    pool = bindpool.Pool([SOURCE], ports=range(40000, 40010))
+    for target in (host, host, "localhost"):
+        try:
+            sock = await pool.connect(target, port, timeout=5)
+        except OSError:  # localhost may resolve to ::1 first, with no IPv6 source here
+            continue
+        sock.close()
+    assert checked == ["localhost"]
+    assert pool.statistics().connects >= 2
 
 
 async def test_family_mismatch_names_family_and_sources(no_fd_leak: None) -> None:
