@@ -101,6 +101,8 @@ def configure(
     chosen = _kernel_ports(ports, reserved) if kernel else _check_ports(ports)
     if shard is not None:
         chosen = _slice(chosen, shard)
+    if not kernel:  # the kernel's own pick at connect() needs no capability, even below it
+        _check_privilege(chosen)
     return PoolConfig(
         sources=addresses,
         ports=chosen,
@@ -223,6 +225,24 @@ def _range_ports(ports: range) -> tuple[int, ...]:
             "give a range inside it, e.g. range(40000, 41000)"
         )
     return tuple(ports) if ports.step > 0 else tuple(reversed(ports))
+
+
+def _check_privilege(ports: tuple[int, ...]) -> None:
+    """Refuse ports that bind() would refuse this process (PermissionError on every connect).
+
+    `ports` is sorted. Read at construction: capabilities and the sysctl rarely change.
+    """
+    lowest = _host.lowest_bindable_port()
+    if ports[0] >= lowest:
+        return
+    below = [port for port in ports if port < lowest]
+    raise ConfigurationError(
+        f"ports {_host.format_port_list(below)} are below net.ipv4.ip_unprivileged_port_start "
+        f"({lowest}) and this process lacks CAP_NET_BIND_SERVICE, so every bind() to them "
+        f"would fail with PermissionError: use ports from {lowest} up, or grant the "
+        "capability (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE; docker: "
+        "--cap-add NET_BIND_SERVICE)"
+    )
 
 
 def _slice(ports: tuple[int, ...], shard: object) -> tuple[int, ...]:

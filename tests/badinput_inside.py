@@ -4,6 +4,11 @@
 root), gives loopback addresses whose subnet and explicit broadcasts differ from the host's,
 then reports which sources bind() takes and which the pool takes.
 
+`unprivileged()`: called in a process without CAP_NET_BIND_SERVICE (a child turned into
+`nobody`, or root with the capability dropped: `python -m tests.badinput_inside unprivileged`
+under setpriv); reports what bind() and the pool say about ports below
+net.ipv4.ip_unprivileged_port_start.
+
 Each prints (or returns) a JSON-able dict; the test asserts on it.
 """
 
@@ -18,6 +23,9 @@ import sys
 from typing import Any
 
 import bindpool
+from bindpool import _host
+
+SOURCE = "127.0.0.2"
 
 # address -> what it is once `ip addr` below has run
 BROADCAST_CASES = {
@@ -69,6 +77,23 @@ def broadcast() -> dict[str, Any]:
     return {"sources": report, "fds_left": open_fds() - before}
 
 
+def unprivileged() -> dict[str, Any]:
+    start = int(_host.sysctl("net.ipv4.ip_unprivileged_port_start") or 1024)
+    before = open_fds()
+    report = {
+        "euid": os.geteuid(),
+        "start": start,
+        "lowest_bindable_port": _host.lowest_bindable_port(),
+        "bind 80": binds(SOURCE, 80),
+        "ports 80-89": pool_says([SOURCE], ports=range(80, 90)),
+        "ports 1020-1029": pool_says([SOURCE], ports=range(1020, 1030)),
+        "ports 40000-40009": pool_says([SOURCE], ports=range(40000, 40010)),
+        "kernel strategy": pool_says([SOURCE], strategy="kernel"),
+    }
+    report["fds_left"] = open_fds() - before
+    return report
+
+
 if __name__ == "__main__":
-    job = {"broadcast": broadcast}[sys.argv[1]]
+    job = {"broadcast": broadcast, "unprivileged": unprivileged}[sys.argv[1]]
     print(json.dumps(job()))

@@ -606,3 +606,120 @@ def test_broadcast_sources_are_refused_however_the_kernel_made_them(no_fd_leak: 
             assert "is not a unicast address" in sources[address]["pool"], (address, what)
             assert "bind to the interface's own IP" in sources[address]["pool"]
     assert report["fds_left"] == 0
+
+
+def _as_nobody() -> dict[str, Any]:
+    """`badinput_inside.unprivileged()` in a forked child that became `nobody`.
+
+    A fork, not a new interpreter: this one lives where `nobody` may not read it (/root).
+    setuid() from root to another user clears the effective capabilities.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, json.dumps(badinput_inside.unprivileged()).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()  # EOF when the child exits, whatever happens to it
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged child failed"
+    report: dict[str, Any] = json.loads(output)
+    return report
+
+
+def _without_the_capability() -> dict[str, Any]:
+    """The same checks as root with CAP_NET_BIND_SERVICE dropped: the capability decides."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop a capability")
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-net_bind_service",
+            sys.executable,
+            "-m",
+            "tests.badinput_inside",
+            "unprivileged",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    if done.returncode and "setpriv" in done.stderr:
+        pytest.skip(f"cannot drop the capability here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+@pytest.mark.parametrize("who", ["nobody", "root without CAP_NET_BIND_SERVICE"])
+def test_ports_the_process_may_not_bind_are_refused_at_construction(
+    who: str, no_fd_leak: None
+) -> None:
+    """Without the capability, ports below ip_unprivileged_port_start would fail every
+    connect with a PermissionError: refused up front, naming the ports and the way out."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to drop to an unprivileged user or capability set")
+    report = _as_nobody() if who == "nobody" else _without_the_capability()
+    assert (report["euid"] != 0) == (who == "nobody")
+    start = report["start"]
+    if start <= 80:
+        pytest.skip(f"this host lets anyone bind from port {start} (ip_unprivileged_port_start)")
+    assert report["bind 80"] == "EACCES"  # what every connect would have met
+    assert report["lowest_bindable_port"] == start
+    assert report["ports 80-89"].startswith(
+        f"ports 80-89 are below net.ipv4.ip_unprivileged_port_start ({start}) and this "
+        "process lacks CAP_NET_BIND_SERVICE"
+    )
+    assert f"use ports from {start} up, or grant the capability" in report["ports 80-89"]
+    if start == 1024:  # only the ports below it are named
+        assert report["ports 1020-1029"].startswith("ports 1020-1023 are below")
+    assert report["ports 40000-40009"] == "ok"
+    assert report["kernel strategy"] == "ok"  # the kernel's pick needs no capability
+    assert report["fds_left"] == 0
+
+
+def test_with_the_capability_low_ports_are_taken() -> None:
+    if _host.lowest_bindable_port() != 1:
+        pytest.skip("this process lacks CAP_NET_BIND_SERVICE")
+    pool = bindpool.Pool([SOURCE], ports=range(80, 90))
+    assert pool._config.ports == tuple(range(80, 90))
+
+
+def test_only_the_table_strategy_binds_ports_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """strategy "kernel" binds port 0 and lets connect() pick, which needs no capability even
+    below ip_unprivileged_port_start; only "table" is refused. (The host's limit is faked
+    here: a test may not change the host's sysctls.)"""
+    low = EPHEMERAL.start + 100
+    monkeypatch.setattr(_host, "lowest_bindable_port", lambda: low)
+    with pytest.raises(bindpool.ConfigurationError, match=f"ports {EPHEMERAL.start}-{low - 1} "):
+        bindpool.Pool([SOURCE], ports=range(EPHEMERAL.start, EPHEMERAL.start + 200))
+    kernel = bindpool.Pool([SOURCE], ports=range(EPHEMERAL.start, low + 100), strategy="kernel")
+    assert kernel._config.ports[0] < low
+    with pytest.raises(bindpool.ConfigurationError, match="below"):  # the slice it binds
+        bindpool.Pool([SOURCE], ports=range(low - 10, low + 10), shard=(0, 2))
+    assert bindpool.Pool([SOURCE], ports=range(low - 10, low + 10), shard=(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("Name:\tpython\nCapEff:\t000001ffffffffff\n", 0x1FFFFFFFFFF),
+        ("CapPrm:\t0000000000000400\nCapEff:\t0000000000000000\n", 0),
+        ("CapEff:\t0000000000000400\n", 1 << _host.CAP_NET_BIND_SERVICE),
+        ("Name:\tpython\n", None),
+    ],
+    ids=["root", "permitted but not effective", "only the one", "no CapEff line"],
+)
+def test_effective_capabilities_come_from_capeff(status: str, expected: int | None) -> None:
+    assert _host.effective_capabilities(status) == expected
