@@ -1,15 +1,24 @@
 """Checking a pool's arguments once, at construction, with messages that say what to fix.
 
 Also the per-call checks of `connect()` and friends, so a bad call fails before any port is
-taken or any socket exists.
+taken or any socket exists. Those run on every connect: the common case (an IP literal, no
+timeout or a float one) costs a few comparisons; names pay for `check_name` where they are
+resolved, next to a getaddrinfo that costs far more.
+
+Nothing the user passes is trusted to be small: an iterable is read item by item with a cap
+(an infinite one is refused, not materialised), a range is checked by its bounds, a number by
+comparison (an int past float range would make `float()` raise OverflowError), and every value
+shown in a message goes through `_shown`, which cannot raise (str() refuses ints of more than
+4300 digits) and stays short.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
+import itertools
 import socket
 import ssl as _ssl
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -25,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PoolConfig",
     "check_destination",
+    "check_name",
     "check_sources",
     "check_timeout",
     "check_tls",
@@ -33,6 +43,15 @@ __all__ = [
 
 Strategy = Literal["table", "kernel"]
 STRATEGIES = ("table", "kernel")
+
+# One more item than there are port numbers (0-65535) means the iterable repeats itself or is
+# endless: refused after reading that many, never read to the end.
+MOST_PORTS = 65_536
+# The same bound for sources: a pool binds each one at construction to check it.
+MOST_SOURCES = 65_536
+# The largest number of seconds the event loops take: asyncio converts a delay with float(),
+# which raises OverflowError for an int past this. Floats up to inf are fine (inf: no limit).
+LONGEST = sys.float_info.max
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +83,17 @@ def configure(
     if strategy not in STRATEGIES:
         raise ConfigurationError(f"strategy must be 'table' or 'kernel', not {strategy!r}")
     if isinstance(cooldown, bool) or not isinstance(cooldown, int | float):
-        raise ConfigurationError(f"cooldown must be a number of seconds, not {cooldown!r}")
-    if not math.isfinite(cooldown) or cooldown < 0:
-        raise ConfigurationError(f"cooldown must be a finite number >= 0, not {cooldown!r}")
+        raise ConfigurationError(f"cooldown must be a number of seconds, not {_shown(cooldown)}")
+    if not 0 <= cooldown <= LONGEST:  # NaN fails every comparison; no float() of a huge int
+        raise ConfigurationError(
+            f"cooldown must be a finite number >= 0, not {_shown(cooldown)}: 0 turns it off"
+        )
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ConfigurationError(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+        raise ConfigurationError(f"max_attempts must be an int >= 1, not {_shown(max_attempts)}")
     if on_release is not None and not callable(on_release):
-        raise ConfigurationError(f"on_release must be callable(Lease) or None, not {on_release!r}")
+        raise ConfigurationError(
+            f"on_release must be callable(Lease) or None, not {_shown(on_release)}"
+        )
     addresses = check_sources(sources)
     kernel = strategy == "kernel"
     # The kernel never picks a reserved port (net.ipv4.ip_local_reserved_ports).
@@ -78,6 +101,8 @@ def configure(
     chosen = _kernel_ports(ports, reserved) if kernel else _check_ports(ports)
     if shard is not None:
         chosen = _slice(chosen, shard)
+    if not kernel:  # the kernel's own pick at connect() needs no capability, even below it
+        _check_privilege(chosen)
     return PoolConfig(
         sources=addresses,
         ports=chosen,
@@ -93,36 +118,51 @@ def check_sources(sources: Iterable[str]) -> tuple[str, ...]:
     """Canonical, local, unicast source IPs, without duplicates; else ConfigurationError."""
     if isinstance(sources, str | bytes):
         raise ConfigurationError(
-            f"sources must be an iterable of IP strings, not one string: Pool([{sources!r}])"
+            f"sources must be an iterable of IP strings, not one string: Pool([{_shown(sources)}])"
         )
     try:
-        items = list(sources)
+        items = iter(sources)
     except TypeError:
         raise ConfigurationError(
-            f"sources must be an iterable of IP strings, not {sources!r}"
+            f"sources must be an iterable of IP strings, not {_shown(sources)}"
         ) from None
-    if not items:
-        raise ConfigurationError("sources is empty: give at least one local IP to bind to")
     canonical: dict[str, None] = {}
-    for item in items:
+    for count, item in enumerate(itertools.islice(items, MOST_SOURCES + 1)):
+        if count == MOST_SOURCES:
+            raise ConfigurationError(
+                f"sources holds more than {MOST_SOURCES:,} items (or never ends): "
+                "give the addresses themselves, as a list"
+            )
+        if isinstance(item, str) and item in canonical:
+            continue  # seen, and already canonical: no need to parse it again
         address = _canonical_source(item)
-        if not _host.is_local(address, family_of(address)):
+        if address in canonical:
+            continue
+        family = family_of(address)
+        if family == socket.AF_INET and _host.is_broadcast(address):
+            raise ConfigurationError(
+                f"source {item!r} is not a unicast address: it is a broadcast address here, "
+                "and the kernel would send from another one; bind to the interface's own IP"
+            )
+        if not _host.is_local(address, family):
             raise ConfigurationError(
                 f"source {item!r} is not an address of this host (bind() refuses it): "
                 "use one that `ip addr` lists, or any 127.x.y.z on loopback"
             )
         canonical[address] = None
+    if not canonical:
+        raise ConfigurationError("sources is empty: give at least one local IP to bind to")
     return tuple(canonical)
 
 
 def _canonical_source(item: object) -> str:
     if not isinstance(item, str):
-        raise ConfigurationError(f"source {item!r} must be a str such as '192.0.2.7'")
+        raise ConfigurationError(f"source {_shown(item)} must be a str such as '192.0.2.7'")
     try:
         ip = ipaddress.ip_address(item)
     except ValueError:
         raise ConfigurationError(
-            f"source {item!r} is not a numeric IP address: bind() would resolve a name "
+            f"source {_shown(item)} is not a numeric IP address: bind() would resolve a name "
             "synchronously and block the event loop; resolve it once beforehand"
         ) from None
     if ip.is_unspecified or ip.is_multicast:
@@ -138,27 +178,71 @@ def _canonical_source(item: object) -> str:
 
 
 def _check_ports(ports: Iterable[int] | None) -> tuple[int, ...]:
+    """Sorted distinct ports, each in 1-65535; never reads more than MOST_PORTS + 1 items."""
     if ports is None:
-        chosen = _host.default_ports()
-        if not chosen:
+        default = _host.default_ports()
+        if not default:
             raise ConfigurationError("this host reports an empty port range: pass ports=")
-        return tuple(sorted(set(chosen)))
+        return tuple(sorted(set(default)))
+    if isinstance(ports, range):
+        return _range_ports(ports)
     if isinstance(ports, str | bytes):
-        raise ConfigurationError(f"ports must be a range or iterable of ints, not {ports!r}")
+        raise ConfigurationError(f"ports must be a range or iterable of ints, not {_shown(ports)}")
     try:
-        items = list(ports)
+        items = iter(ports)
     except TypeError:
         raise ConfigurationError(
-            f"ports must be a range or iterable of ints, not {ports!r}"
+            f"ports must be a range or iterable of ints, not {_shown(ports)}"
         ) from None
-    if not items:
-        raise ConfigurationError("ports is empty: give at least one port, e.g. range(40000, 41000)")
-    for port in items:
+    chosen: set[int] = set()
+    for count, port in enumerate(itertools.islice(items, MOST_PORTS + 1)):
+        if count == MOST_PORTS:
+            raise ConfigurationError(
+                f"ports holds more than {MOST_PORTS:,} items (or never ends), more than there "
+                "are ports: give a range, e.g. range(40000, 41000)"
+            )
         if isinstance(port, bool) or not isinstance(port, int):
-            raise ConfigurationError(f"ports must hold ints, found {port!r}")
+            raise ConfigurationError(f"ports must hold ints, found {_shown(port)}")
         if not 1 <= port <= 65535:
-            raise ConfigurationError(f"port {port} is outside 1-65535")
-    return tuple(sorted(set(items)))
+            raise ConfigurationError(f"port {_shown(port)} is outside 1-65535")
+        chosen.add(port)
+    if not chosen:
+        raise ConfigurationError("ports is empty: give at least one port, e.g. range(40000, 41000)")
+    return tuple(sorted(chosen))
+
+
+def _range_ports(ports: range) -> tuple[int, ...]:
+    """A range's ports, checked by its bounds before a single one is made.
+
+    len() of a range past sys.maxsize raises OverflowError; bool() and indexing do not.
+    """
+    if not ports:
+        raise ConfigurationError("ports is empty: give at least one port, e.g. range(40000, 41000)")
+    low, high = (ports[0], ports[-1]) if ports.step > 0 else (ports[-1], ports[0])
+    if low < 1 or high > 65535:
+        raise ConfigurationError(
+            f"ports {_shown(ports)} reach {_shown(low if low < 1 else high)}, outside 1-65535: "
+            "give a range inside it, e.g. range(40000, 41000)"
+        )
+    return tuple(ports) if ports.step > 0 else tuple(reversed(ports))
+
+
+def _check_privilege(ports: tuple[int, ...]) -> None:
+    """Refuse ports that bind() would refuse this process (PermissionError on every connect).
+
+    `ports` is sorted. Read at construction: capabilities and the sysctl rarely change.
+    """
+    lowest = _host.lowest_bindable_port()
+    if ports[0] >= lowest:
+        return
+    below = [port for port in ports if port < lowest]
+    raise ConfigurationError(
+        f"ports {_host.format_port_list(below)} are below net.ipv4.ip_unprivileged_port_start "
+        f"({lowest}) and this process lacks CAP_NET_BIND_SERVICE, so every bind() to them "
+        f"would fail with PermissionError: use ports from {lowest} up, or grant the "
+        "capability (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE; docker: "
+        "--cap-add NET_BIND_SERVICE)"
+    )
 
 
 def _slice(ports: tuple[int, ...], shard: object) -> tuple[int, ...]:
@@ -168,13 +252,15 @@ def _slice(ports: tuple[int, ...], shard: object) -> tuple[int, ...]:
         or len(shard) != 2
         or not all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
     ):
-        raise ConfigurationError(f"shard must be a tuple (index, count) of ints, not {shard!r}")
+        raise ConfigurationError(
+            f"shard must be a tuple (index, count) of ints, not {_shown(shard)}"
+        )
     index, count = shard
     if count < 1 or not 0 <= index < count:
-        raise ConfigurationError(f"shard {shard!r} needs count >= 1 and 0 <= index < count")
+        raise ConfigurationError(f"shard {_shown(shard)} needs count >= 1 and 0 <= index < count")
     if count > len(ports):
         raise ConfigurationError(
-            f"shard count {count} exceeds the {len(ports)} ports: a shard would be empty"
+            f"shard count {_shown(count)} exceeds the {len(ports)} ports: a shard would be empty"
         )
     size, extra = divmod(len(ports), count)
     start = index * size + min(index, extra)
@@ -243,19 +329,52 @@ def _kernel_span(ports: tuple[int, ...], reserved: frozenset[int]) -> tuple[int,
 
 
 def check_destination(host: object, port: object) -> None:
+    """Types and ranges only: a name's own check (`check_name`) waits for its resolution."""
     if not isinstance(host, str) or not host:
-        raise ConfigurationError(f"host must be a non-empty str (a name or an IP), not {host!r}")
+        raise ConfigurationError(
+            f"host must be a non-empty str (a name or an IP), not {_shown(host)}"
+        )
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ConfigurationError(f"port must be an int in 1-65535, not {port!r}")
+        raise ConfigurationError(f"port must be an int in 1-65535, not {_shown(port)}")
+
+
+def check_name(name: str, what: str = "host") -> None:
+    """A host name getaddrinfo and ssl can take as it is, or ConfigurationError.
+
+    Both encode a str with the "idna" codec (IDNA 2003), which raises UnicodeError for what it
+    cannot encode (an empty label, one over 63 characters, a lone surrogate...) but passes NUL,
+    where C then cuts the name short: "localhost\\x00.evil.example" would reach localhost.
+    """
+    if "\x00" in name:
+        raise ConfigurationError(
+            f"{what} {_shown(name)} contains a NUL character, which would cut the name short: "
+            "pass the name alone"
+        )
+    try:
+        name.encode("idna")
+    except UnicodeError as exc:
+        reason = exc.__cause__ or exc  # the codec's own words: "label empty or too long"...
+        raise ConfigurationError(
+            f"{what} {_shown(name)} is not a valid host name ({reason}): each dot-separated "
+            "label needs 1 to 63 characters, and non-ASCII names must be valid IDNA"
+        ) from None
 
 
 def check_timeout(timeout: object, name: str = "timeout") -> None:
+    """None, or seconds the event loop can schedule: any float >= 0 (inf: no limit)."""
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise ConfigurationError(f"{name} must be a number of seconds or None, not {timeout!r}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ConfigurationError(f"{name} must be >= 0 seconds or None, not {timeout!r}")
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or None, not {_shown(timeout)}"
+        )
+    if not timeout >= 0:  # NaN fails every comparison
+        raise ConfigurationError(f"{name} must be >= 0 seconds or None, not {_shown(timeout)}")
+    if timeout > LONGEST and isinstance(timeout, int):  # float inf passes: asyncio takes it
+        raise ConfigurationError(
+            f"{name} {_shown(timeout)} is too large for the event loop to schedule: "
+            "pass None (or math.inf) for no limit"
+        )
 
 
 def check_tls(
@@ -264,8 +383,16 @@ def check_tls(
     server_hostname: str | None,
     ssl_handshake_timeout: float | None,
 ) -> str | None:
-    """asyncio's TLS rules, checked before a port is taken. Returns the name to verify."""
+    """asyncio's TLS rules, checked before a port is taken. Returns the name to verify.
+
+    asyncio checks them only after the connection is made, with a bare ValueError (a
+    handshake timeout of 0), TypeError (NUL in server_hostname) or UnicodeError.
+    """
     check_timeout(ssl_handshake_timeout, "ssl_handshake_timeout")
+    if ssl_handshake_timeout == 0:
+        raise ConfigurationError(
+            "ssl_handshake_timeout must be > 0 seconds or None (asyncio's default, 60 s)"
+        )
     if not ssl:
         if server_hostname is not None:
             raise ConfigurationError("server_hostname is only meaningful with ssl")
@@ -273,10 +400,15 @@ def check_tls(
             raise ConfigurationError("ssl_handshake_timeout is only meaningful with ssl")
         return None
     if not isinstance(ssl, _ssl.SSLContext | bool):
-        raise ConfigurationError(f"ssl must be an ssl.SSLContext, True or None, not {ssl!r}")
-    name = host if server_hostname is None else server_hostname
-    if not isinstance(name, str):
-        raise ConfigurationError(f"server_hostname must be a str, not {name!r}")
+        raise ConfigurationError(f"ssl must be an ssl.SSLContext, True or None, not {_shown(ssl)}")
+    if server_hostname is None:
+        name = host  # a literal needs no check, a name gets one before it is resolved
+    elif isinstance(server_hostname, str):
+        name = server_hostname
+        if name:
+            check_name(name, "server_hostname")
+    else:
+        raise ConfigurationError(f"server_hostname must be a str, not {_shown(server_hostname)}")
     verifies = ssl is True or ssl.check_hostname
     if not name and verifies:
         raise ConfigurationError(
@@ -284,3 +416,15 @@ def check_tls(
             "or an SSLContext with check_hostname=False"
         )
     return name
+
+
+def _shown(value: object, most: int = 80) -> str:
+    """repr(value) for a message: short, and never raising (str() of an int of more than
+    4300 digits raises ValueError; a user's __repr__ may raise anything)."""
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an int of about {int(value.bit_length() * 0.30103)} digits"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= most else f"{text[: most - 5]}...{text[-2:]}"

@@ -6,8 +6,11 @@ Everything here may make syscalls or read /proc; the pool calls it at constructi
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket
 import struct
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -16,9 +19,12 @@ __all__ = [
     "default_ports",
     "ephemeral_range",
     "format_port_list",
+    "effective_capabilities",
     "has_option",
+    "is_broadcast",
     "is_local",
     "local_port_range",
+    "lowest_bindable_port",
     "parse_port_list",
     "reserved_ports",
     "set_local_port_range",
@@ -32,6 +38,9 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 IP_LOCAL_PORT_RANGE = 51
 
 _PROC_SYS = Path("/proc/sys")
+_PROC_STATUS = Path("/proc/self/status")
+# capability(7): binding a port below net.ipv4.ip_unprivileged_port_start needs this one.
+CAP_NET_BIND_SERVICE = 10
 # What Linux ships when /proc/sys cannot be read (e.g. a sandbox without it).
 _LINUX_DEFAULT_EPHEMERAL = range(32768, 61000)
 
@@ -104,6 +113,69 @@ def is_local(address: str, family: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def is_broadcast(address: str) -> bool:
+    """Whether the IPv4 `address` is a broadcast address here, as the kernel routes it.
+
+    Linux lets a TCP socket bind a broadcast address (`is_local` says yes), then sends from
+    another address (FIELD-NOTES.md). Its routing table knows better: the local table holds a
+    BROADCAST route for every subnet broadcast (`brd` in `ip addr`, and prefix|~mask of each
+    address with a prefix shorter than /31, lo's 127.255.255.255 included). Connecting a UDP
+    socket looks that route up and, for a broadcast route without SO_BROADCAST, fails with
+    EACCES (ip4_datagram_connect); nothing is sent. One lookup per source, so a host with a
+    full routing table costs no more than one without (/proc/net/fib_trie would be read whole).
+    255.255.255.255 is checked by value: where no interface could send it, the lookup says
+    ENETUNREACH instead.
+    """
+    if address == "255.255.255.255":
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 9))
+        except OSError as exc:
+            if exc.errno != errno.EACCES:
+                return False  # unroutable: `is_local` has its own say
+        else:
+            return False
+        # EACCES could also come from a security module: a broadcast route is the one that
+        # SO_BROADCAST lets through.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            probe.connect((address, 9))
+        except OSError:
+            return False
+    return True
+
+
+def effective_capabilities(status: str) -> int | None:
+    """The effective capability set from /proc/self/status text (its `CapEff:` line)."""
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return None
+
+
+def lowest_bindable_port() -> int:
+    """The lowest port this process may bind() explicitly (1 when it may bind any).
+
+    Below net.ipv4.ip_unprivileged_port_start (1024 unless lowered; it is per network
+    namespace and applies to IPv6 too), bind() needs CAP_NET_BIND_SERVICE in the effective
+    set, whatever the user id: root without it is refused, a user granted it is not.
+    """
+    if sys.platform != "linux":
+        return 1  # not checked: other systems have other rules, and bind() reports them
+    text = sysctl("net.ipv4.ip_unprivileged_port_start")
+    start = int(text) if text else 1024  # before Linux 4.11, fixed at 1024 (PROT_SOCK)
+    try:
+        capabilities = effective_capabilities(_PROC_STATUS.read_text())
+    except OSError:
+        capabilities = None
+    if capabilities is None:  # no /proc: only root is likely to hold it
+        privileged = os.geteuid() == 0
+    else:
+        privileged = bool(capabilities >> CAP_NET_BIND_SERVICE & 1)
+    return 1 if privileged else max(start, 1)
 
 
 def local_port_range(low: int, high: int) -> bytes:

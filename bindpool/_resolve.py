@@ -2,7 +2,8 @@
 
 An IP literal is parsed once and cached: no getaddrinfo, no thread, no allocation on a hit
 (uvloop would otherwise send even numeric hosts to its resolver thread pool). A name goes to
-the running loop's `getaddrinfo`, which never blocks the loop, on every call, as asyncio does.
+the running loop's `getaddrinfo`, which never blocks the loop, on every call, as asyncio does,
+after `check_name`: only names pay for that check, literals never reach it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import functools
 import ipaddress
 import socket
 from typing import TYPE_CHECKING
+
+from bindpool._config import check_name
 
 if TYPE_CHECKING:
     import asyncio
@@ -40,8 +43,11 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tupl
     """The addresses for `host` (call `literal()` first), in the resolver's order, once each.
 
     Raises:
+        ConfigurationError: `host` holds NUL or is not valid IDNA (`check_name`); getaddrinfo
+            would cut it short at the NUL or raise a bare UnicodeError.
         socket.gaierror: the name does not resolve.
     """
+    check_name(host)
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     seen: dict[tuple[str, int], Target] = {}
     for family, _, _, _, sockaddr in infos:
