@@ -33,7 +33,11 @@ def literal(host: str, port: int) -> tuple[Target, ...] | None:
     except ValueError:
         return None
     key = (str(ip), port)
-    return ((socket.AF_INET6 if ip.version == 6 else socket.AF_INET, key, key),)
+    if ip.version == 6:
+        # The address as getaddrinfo gives it (flowinfo, scope id), so that error messages
+        # read as asyncio's: "Connect call failed ('::1', 80, 0, 0)".
+        return ((socket.AF_INET6, (*key, 0, 0), key),)
+    return ((socket.AF_INET, key, key),)
 
 
 async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tuple[Target, ...]:
