@@ -305,7 +305,7 @@ class Pool:
         """
         targets = _resolve.literal(host, port)
         if timeout is None and targets is not None and targets[0][0] in self._families:
-            return self._retry(asyncio.get_running_loop(), targets[0], protocol)
+            return self._one(asyncio.get_running_loop(), targets[0], protocol)
         return self._dial_generally(host, port, timeout, protocol, targets, eyeballs)
 
     async def _dial_generally(
