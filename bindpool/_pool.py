@@ -24,7 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, Self, TypeVar, cast
 
-from bindpool import _config, _connector, _resolve
+from bindpool import _config, _connector, _race, _resolve
 from bindpool._errors import (
     ConfigurationError,
     PoolClosed,
@@ -147,13 +147,30 @@ class Pool:
 
     # -- connecting --------------------------------------------------------------------------
 
-    async def connect(self, host: str, port: int, *, timeout: float | None = None) -> PooledSocket:
+    async def connect(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
+    ) -> PooledSocket:
         """A connected, non-blocking socket to `host:port` from one of the sources.
 
         Args:
             host: a name (resolved with the loop's getaddrinfo) or an IP literal.
             port: the destination port.
             timeout: seconds for resolution, bind and connect together; None waits.
+            happy_eyeballs_delay: None tries the addresses of `host` one after another.
+                A number of seconds races them (RFC 8305, as asyncio's `create_connection`):
+                each next address starts that long after the previous one, or as soon as
+                it fails; each attempt has its own lease and retries; the first to connect
+                wins, the others are cancelled or closed and their leases given back
+                before this returns.
+            interleave: reorder the addresses by family as asyncio does: `interleave - 1`
+                addresses of the first family, then one of each family in turn. None is 1
+                with a delay and the resolver's order without one.
 
         Returns:
             A `PooledSocket`; its lease goes back once when it is closed, detached or
@@ -169,10 +186,11 @@ class Pool:
             TimeoutError: `timeout` passed; the message names destination, sources, timeout.
             ConnectionRefusedError: nothing listens there (never a socket connected to
                 itself: see `_connector`).
-            OSError: the connection failed (refused, unreachable, name not found...).
+            OSError: the connection failed (refused, unreachable, name not found...); for
+                several addresses, one error naming each address's failure, as asyncio's.
         """
-        self._check_call(host, port, timeout)
-        return cast("PooledSocket", await self._dial(host, port, timeout, None))
+        eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
+        return cast("PooledSocket", await self._dial(host, port, timeout, None, eyeballs))
 
     async def open_connection(
         self,
@@ -184,14 +202,18 @@ class Pool:
         ssl_handshake_timeout: float | None = None,
         limit: int = 2**16,
         timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """`asyncio.open_connection` through the pool: a (reader, writer) pair.
 
         With `ssl` and no `server_hostname`, the name verified is `host`, as in asyncio.
         `timeout` bounds resolution, bind and connect; `ssl_handshake_timeout` the TLS
-        handshake. Raises what `connect()` raises, and TLS errors; the lease is back by then.
+        handshake, which follows the race when `happy_eyeballs_delay` is given (see
+        `connect()` for it and `interleave`). Raises what `connect()` raises, and TLS
+        errors; the lease is back by then.
         """
-        self._check_call(host, port, timeout)
+        eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
         name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(f"limit must be an int >= 1 (bytes), not {limit!r}")
@@ -201,12 +223,12 @@ class Pool:
         if not ssl and self._ledger is None and _connector.has_native_connect(loop):
             # uvloop binds and connects in C; the stream protocol itself holds the lease.
             leased = LeasedStreamProtocol(reader, loop)
-            transport = await self._dial(host, port, timeout, leased)  # type: ignore[assignment]
+            transport = await self._dial(host, port, timeout, leased, eyeballs)  # type: ignore[assignment]
             protocol: asyncio.StreamReaderProtocol = leased
         else:
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
             tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
-            transport = await self._hand_over(loop, protocol, host, port, timeout, tls)
+            transport = await self._hand_over(loop, protocol, host, port, timeout, tls, eyeballs)
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def create_connection(
@@ -219,15 +241,18 @@ class Pool:
         server_hostname: str | None = None,
         ssl_handshake_timeout: float | None = None,
         timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
     ) -> tuple[asyncio.Transport, _P]:
         """`loop.create_connection` through the pool: a (transport, protocol) pair.
 
         The connection is made on a `PooledSocket` handed to the loop, so the lease goes
         back when the connection closes, whatever protocol it has by then
         (`transport.set_protocol()`, `loop.start_tls()`). See `open_connection` for `ssl`,
-        `server_hostname`, `ssl_handshake_timeout` and `timeout`.
+        `server_hostname`, `ssl_handshake_timeout` and `timeout`, `connect()` for
+        `happy_eyeballs_delay` and `interleave`.
         """
-        self._check_call(host, port, timeout)
+        eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
         name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)
         if not callable(protocol_factory):
             raise ConfigurationError(f"protocol_factory must be callable, not {protocol_factory!r}")
@@ -236,14 +261,22 @@ class Pool:
         protocol = protocol_factory()
         tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
         loop = asyncio.get_running_loop()
-        transport = await self._hand_over(loop, protocol, host, port, timeout, tls)
+        transport = await self._hand_over(loop, protocol, host, port, timeout, tls, eyeballs)
         return transport, protocol
 
-    def _check_call(self, host: str, port: int, timeout: float | None) -> None:
+    def _check_call(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None,
+        happy_eyeballs_delay: float | None,
+        interleave: int | None,
+    ) -> _race.Eyeballs | None:
         if self._closed:
             raise PoolClosed("the pool is closed: create a new Pool to connect")
         _config.check_destination(host, port)
         _config.check_timeout(timeout)
+        return _race.check(happy_eyeballs_delay, interleave)
 
     async def _hand_over(
         self,
@@ -253,22 +286,12 @@ class Pool:
         port: int,
         timeout: float | None,
         tls: _Tls | None,
+        eyeballs: _race.Eyeballs | None,
     ) -> asyncio.Transport:
         """Connect a socket, then give it to the loop. TLS goes this way, so that `timeout`
         ends with the connect and the handshake has `ssl_handshake_timeout` to itself."""
-        sock = cast("PooledSocket", await self._dial(host, port, timeout, None))
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: protocol,
-                sock=sock,
-                ssl=tls and tls.context,
-                server_hostname=tls and tls.server_hostname,
-                ssl_handshake_timeout=tls and tls.handshake_timeout,
-            )
-        except BaseException:
-            sock.close()  # we own it until the loop has it; asyncio may have closed it too
-            raise
-        return transport
+        sock = cast("PooledSocket", await self._dial(host, port, timeout, None, eyeballs))
+        return await _handed_over(loop, protocol, sock, tls)
 
     # -- one connection: resolve, then the retry policy around single attempts -----------------
     #
@@ -283,16 +306,17 @@ class Pool:
         port: int,
         timeout: float | None,
         protocol: LeasedStreamProtocol | None,
+        eyeballs: _race.Eyeballs | None = None,
     ) -> Awaitable[PooledSocket | asyncio.Transport]:
-        """Resolve, then try each address in turn; all within `timeout`.
+        """Resolve, then try each address in turn or race them; all within `timeout`.
 
         With `protocol` None the result is a socket; else a transport for `protocol`, made by
-        the loop's native connect.
+        the loop's native connect (or, for a race or a scoped IPv6 address, a hand-over).
         """
         targets = _resolve.literal(host, port)
         if timeout is None and targets is not None and targets[0][0] in self._families:
-            return self._retry(asyncio.get_running_loop(), targets[0], protocol)
-        return self._dial_generally(host, port, timeout, protocol, targets)
+            return self._one(asyncio.get_running_loop(), targets[0], protocol)
+        return self._dial_generally(host, port, timeout, protocol, targets, eyeballs)
 
     async def _dial_generally(
         self,
@@ -301,6 +325,7 @@ class Pool:
         timeout: float | None,
         protocol: LeasedStreamProtocol | None,
         targets: tuple[_resolve.Target, ...] | None,
+        eyeballs: _race.Eyeballs | None,
     ) -> PooledSocket | asyncio.Transport:
         """Names, several addresses, a timeout: the general case of `_dial`."""
         deadline = asyncio.timeout(timeout)
@@ -312,13 +337,25 @@ class Pool:
                 usable = [t for t in targets if t[0] in self._families]
                 if not usable:
                     raise no_source_for(host, (t[0] for t in targets), self._config.sources)
-                errors: list[OSError] = []
-                for target in usable:  # in the resolver's order, as asyncio does
-                    try:
-                        return await self._retry(loop, target, protocol)
-                    except OSError as exc:
-                        errors.append(exc)
-                raise combined(errors)
+                if eyeballs is not None:  # else in the resolver's order, as asyncio does
+                    usable = _race.order(usable, _family, eyeballs)
+                if eyeballs is None or eyeballs.delay is None or len(usable) == 1:
+                    errors: list[OSError] = []
+                    for target in usable:
+                        try:
+                            return await self._one(loop, target, protocol)
+                        except OSError as exc:
+                            errors.append(exc)
+                    raise combined(errors)
+                # One protocol cannot receive several transports: race sockets, hand over one.
+                sock = await _race.race(
+                    (functools.partial(self._retry, loop, target, None) for target in usable),
+                    eyeballs.delay,
+                    _close,
+                )
+                if protocol is None:
+                    return sock
+                return await _handed_over(loop, protocol, cast("PooledSocket", sock), None)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -331,6 +368,28 @@ class Pool:
             f"connecting to {where} from {', '.join(self._config.sources)} timed out "
             f"after {timeout} s (timeout=)"
         ) from None
+
+    def _one(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: _resolve.Target,
+        protocol: LeasedStreamProtocol | None,
+    ) -> Awaitable[PooledSocket | asyncio.Transport]:
+        """One address. uvloop's native connect takes only (host, port) and would lose an
+        IPv6 scope id (fe80::1%eth0): such an address goes through a socket hand-over."""
+        address = target[1]
+        if protocol is None or len(address) < 4 or not address[3]:
+            return self._retry(loop, target, protocol)
+        return self._scoped(loop, target, protocol)
+
+    async def _scoped(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: _resolve.Target,
+        protocol: asyncio.BaseProtocol,
+    ) -> asyncio.Transport:
+        sock = cast("PooledSocket", await self._retry(loop, target, None))
+        return await _handed_over(loop, protocol, sock, None)
 
     async def _retry(
         self,
@@ -563,3 +622,33 @@ class Pool:
             f"ports={len(self._config.ports)} in_use={sum(s.in_use for s in stats)} "
             f"footprint={sum(s.footprint for s in stats)}>"
         )
+
+
+async def _handed_over(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.BaseProtocol,
+    sock: PooledSocket,
+    tls: _Tls | None,
+) -> asyncio.Transport:
+    """Give a connected socket to the loop, for `protocol`, with TLS if asked."""
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: protocol,
+            sock=sock,
+            ssl=tls and tls.context,
+            server_hostname=tls and tls.server_hostname,
+            ssl_handshake_timeout=tls and tls.handshake_timeout,
+        )
+    except BaseException:
+        sock.close()  # we own it until the loop has it; asyncio may have closed it too
+        raise
+    return transport
+
+
+def _family(target: _resolve.Target) -> int:
+    return target[0]
+
+
+def _close(result: PooledSocket | asyncio.Transport) -> None:
+    """A race's loser that connected anyway: closing the socket gives its lease back."""
+    result.close()

@@ -26,17 +26,41 @@ Address = tuple[str, int] | tuple[str, int, int, int]
 Target = tuple[int, Address, tuple[str, int]]
 
 
-@functools.lru_cache(maxsize=4096)
 def literal(host: str, port: int) -> tuple[Target, ...] | None:
-    """The target for an IP literal, from a cache; None for a name. No I/O."""
-    if "%" in host:  # a scoped IPv6 literal: getaddrinfo turns the zone into a scope id
-        return None
+    """The target for an IP literal; None for a name. No I/O.
+
+    A scoped IPv6 literal ("fe80::1%eth0", "fe80::1%2") carries its zone as the scope id,
+    as getaddrinfo would give it (uvloop's getaddrinfo loses it): it is not cached, for an
+    interface's index changes when the interface is made again.
+    """
+    if "%" in host:
+        return _scoped(host, port)
+    return _unscoped(host, port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _unscoped(host: str, port: int) -> tuple[Target, ...] | None:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
     key = (str(ip), port)
-    return ((socket.AF_INET6 if ip.version == 6 else socket.AF_INET, key, key),)
+    if ip.version == 6:
+        # The address as getaddrinfo gives it (flowinfo, scope id), so that error messages
+        # read as asyncio's: "Connect call failed ('::1', 80, 0, 0)".
+        return ((socket.AF_INET6, (*key, 0, 0), key),)
+    return ((socket.AF_INET, key, key),)
+
+
+def _scoped(host: str, port: int) -> tuple[Target, ...] | None:
+    address, _, zone = host.partition("%")
+    try:
+        ip = ipaddress.IPv6Address(address)
+        scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
+    except (ValueError, OSError):
+        return None  # not a literal, or no such interface: getaddrinfo says what is wrong
+    key = (str(ip), port)  # as `resolve()` keys it: getaddrinfo's host has no zone
+    return ((socket.AF_INET6, (*key, 0, scope), key),)
 
 
 async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tuple[Target, ...]:

@@ -14,10 +14,17 @@ aiohttp's proxy path goes through it too (with `client_error=ClientProxyConnecti
 
 The override keeps everything around the connect as aiohttp has it and replaces the connect:
 
-- The addresses are tried in the resolver's order, each with `Pool.connect`, whose retry
-  policy moves to another port on a clash. Families the pool has no source for are skipped.
-  When every address fails, aiohttp's caller drops the first and calls again with the rest,
-  as it does for its own method.
+- The TCP step is aiohappyeyeballs' `start_connection`, through the pool: the addresses are
+  ordered by the connector's `interleave` and, with its `happy_eyeballs_delay` (0.25 s by
+  default, as aiohttp), raced (`bindpool._race`); without a delay they are tried one after
+  the other. Each attempt is a `Pool.connect`, whose retry policy moves to another port on a
+  clash; the race's losers are cancelled or closed, their leases back before the call goes
+  on. Families the pool has no source for are skipped. When every address fails, aiohttp's
+  caller drops the first (per family, by `interleave`) and calls again with the rest, as it
+  does for its own method.
+- The TLS step follows on the one connected socket, and any failure of it ends the call, as
+  in aiohttp: only TCP-step failures move on to the next address. (aiohttp's caller then
+  drops the address and calls again, so each address is connected once per call.)
 - The same `ceil_timeout(timeout.sock_connect, ceil_threshold)` bounds the whole call, TLS
   handshake included.
 - Errors map as aiohttp maps them: certificate errors to `ClientConnectorCertificateError`,
@@ -35,8 +42,7 @@ The override keeps everything around the connect as aiohttp has it and replaces 
   connection per request, on loopback).
 
 Refused: `local_addr` (the pool's sources are the local addresses) and `socket_factory` (the
-pool makes, binds and connects the sockets). `happy_eyeballs_delay` has no effect: addresses
-are tried one after the other, as asyncio's `create_connection` does without it.
+pool makes, binds and connects the sockets).
 """
 
 from __future__ import annotations
@@ -58,8 +64,10 @@ except ImportError as exc:
 
 import asyncio
 import errno
+import functools
 from typing import TYPE_CHECKING, Any
 
+from bindpool import _race
 from bindpool._errors import ConfigurationError, combined, no_source_for
 from bindpool._pool import Pool
 from bindpool._table import family_of
@@ -69,6 +77,8 @@ if TYPE_CHECKING:
     from aiohttp.client_proto import ResponseHandler
     from aiohttp.client_reqrep import ClientRequest
 
+    from bindpool._socket import PooledSocket
+
 __all__ = ["TCPConnector"]
 
 _MINIMUM = (3, 12)
@@ -77,6 +87,9 @@ if tuple(int(part) for part in aiohttp.__version__.split(".")[:2]) < _MINIMUM:
         f"bindpool.aiohttp needs aiohttp >= 3.12, found {aiohttp.__version__}: "
         "pip install 'bindpool[aiohttp]'"
     )
+
+# aiohttp.TCPConnector's default (3.12 to 3.14); a test checks they still agree.
+HAPPY_EYEBALLS_DELAY = 0.25
 
 # What aiohttp's own TCPConnector offers that the pool replaces: the message says why.
 _REFUSED = {
@@ -98,8 +111,9 @@ class TCPConnector(aiohttp.TCPConnector):
         **kwargs: any `aiohttp.TCPConnector` argument but `local_addr` and `socket_factory`.
 
     Raises:
-        ConfigurationError: `pool` is not a `bindpool.Pool`, or `local_addr` or
-            `socket_factory` was given.
+        ConfigurationError: `pool` is not a `bindpool.Pool`, `local_addr` or
+            `socket_factory` was given, or `happy_eyeballs_delay` or `interleave` is not a
+            number aiohttp could use.
     """
 
     def __init__(self, pool: Pool, **kwargs: Any) -> None:
@@ -110,6 +124,12 @@ class TCPConnector(aiohttp.TCPConnector):
                 raise ConfigurationError(
                     f"bindpool.aiohttp.TCPConnector does not take {name}: {why}"
                 )
+        # aiohttp keeps these as _happy_eyeballs_delay and _interleave; a copy of our own,
+        # so that a change of those private names cannot silently turn the race off.
+        self._eyeballs = _race.Eyeballs(
+            kwargs.get("happy_eyeballs_delay", HAPPY_EYEBALLS_DELAY), kwargs.get("interleave")
+        )
+        _race.check(*self._eyeballs)
         super().__init__(**kwargs)
         self._pool = pool
         self._families = frozenset(family_of(source) for source in pool.sources)
@@ -141,18 +161,15 @@ class TCPConnector(aiohttp.TCPConnector):
             kwargs["ssl_shutdown_timeout"] = shutdown
         try:
             async with ceil_timeout(timeout.sock_connect, ceil_threshold=timeout.ceil_threshold):
-                errors: list[OSError] = []
-                for info in usable:
-                    try:
-                        return await self._connect(args, info[4], kwargs)
-                    except ssl_errors:
-                        # The TCP connection worked and the server answered: as in
-                        # aiohttp, a TLS failure ends the call, and aiohttp's caller moves
-                        # on to the next address.
-                        raise
-                    except OSError as exc:
-                        errors.append(exc)
-                raise combined(errors)
+                sock = await self._tcp(usable)
+                try:
+                    # The TLS step, if any: whatever fails here ends the call, as in aiohttp.
+                    return await self._loop.create_connection(*args, **kwargs, sock=sock)
+                except BaseException:
+                    # Ours until the loop has it; closing gives the lease back (once, even
+                    # if the loop closed it too).
+                    sock.close()
+                    raise
         except cert_errors as exc:
             raise ClientConnectorCertificateError(req.connection_key, exc) from exc
         except ssl_errors as exc:
@@ -162,16 +179,30 @@ class TCPConnector(aiohttp.TCPConnector):
                 raise
             raise client_error(req.connection_key, exc) from exc
 
-    async def _connect(
-        self, args: tuple[Any, ...], address: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[asyncio.Transport, ResponseHandler]:
-        """One address: a pooled socket, handed to the loop as aiohttp hands its own."""
-        sock = await self._pool.connect(address[0], address[1])
-        try:
-            transport, protocol = await self._loop.create_connection(*args, **kwargs, sock=sock)
-        except BaseException:
-            # Ours until the loop has it; closing gives the lease back (once, even if the
-            # loop closed it too).
-            sock.close()
-            raise
-        return transport, protocol
+    async def _tcp(self, usable: list[AddrInfoType]) -> PooledSocket:
+        """The TCP step: a connected pooled socket to one of the addresses, as
+        aiohappyeyeballs' `start_connection` orders, races or tries them."""
+        eyeballs = self._eyeballs
+        ordered = _race.order(usable, _family, eyeballs)
+        # The address's host, not the tuple: a scoped IPv6 address keeps its zone there
+        # ("fe80::1%eth0"), which the pool resolves into the scope id.
+        attempts = [
+            functools.partial(self._pool.connect, info[4][0], info[4][1]) for info in ordered
+        ]
+        if eyeballs.delay is None or len(attempts) == 1:
+            errors: list[OSError] = []
+            for attempt in attempts:
+                try:
+                    return await attempt()
+                except OSError as exc:
+                    errors.append(exc)
+            raise combined(errors)
+        return await _race.race(attempts, eyeballs.delay, _close)
+
+
+def _family(info: AddrInfoType) -> int:
+    return int(info[0])
+
+
+def _close(sock: PooledSocket) -> None:
+    sock.close()

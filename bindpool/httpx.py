@@ -15,9 +15,13 @@ Theory of operation (httpx 0.28.1, httpcore 1.0.9, anyio 4.16; see FIELD-NOTES.m
   timeouts, retries and its mapping of httpcore errors to httpx ones.
 - httpcore calls `connect_tcp(host, port, timeout, local_address, socket_options)` with the
   URL's host, unresolved; `Pool.connect` resolves it without blocking the loop and bounds
-  resolution, bind and connect by the connect timeout. Socket options are set after the
-  connect, as httpcore's own backends do. `local_address` has no meaning here: the pool's
-  sources replace it, so the transport refuses it (and `uds`) outright.
+  resolution, bind and connect by the connect timeout. A host with several addresses is
+  raced as anyio's `connect_tcp` (httpcore's own backend) races it: the next address 0.25 s
+  after the previous one or as soon as it fails, the first connected wins (`Pool.connect`'s
+  `happy_eyeballs_delay`; its interleave 1 alternates families in the resolver's order,
+  where anyio puts the first IPv6 address, then the first IPv4 one, first). Socket options
+  are set after the connect, as httpcore's own backends do. `local_address` has no meaning
+  here: the pool's sources replace it, so the transport refuses it (and `uds`) outright.
 - anyio >= 4.10 `SocketStream.from_socket` wraps the connected `PooledSocket` (on asyncio,
   through `loop.create_connection(sock=...)`); TLS is anyio's `TLSStream.wrap` on top, as in
   httpcore's `AnyIOStream`, so TLS through an HTTP proxy's CONNECT tunnel works the same way.
@@ -63,6 +67,9 @@ if TYPE_CHECKING:
     from anyio.abc import ByteStream
 
 __all__ = ["AsyncHTTPTransport", "PoolBackend"]
+
+# anyio's connect_tcp default (4.x), which httpcore's AnyIOBackend uses; a test checks it.
+HAPPY_EYEBALLS_DELAY = 0.25
 
 # httpcore's SOCKET_OPTION and httpx's CertTypes, spelled out: both live in private modules.
 SocketOption: TypeAlias = (
@@ -239,7 +246,8 @@ class PoolBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        """`pool.connect(host, port, timeout=timeout)`, as an httpcore stream.
+        """`pool.connect(host, port, timeout=timeout, happy_eyeballs_delay=0.25)`, as an
+        httpcore stream.
 
         Raises:
             httpcore.ConnectError: refused, unreachable, name not found, or `PortsExhausted`
@@ -252,7 +260,9 @@ class PoolBackend(httpcore.AsyncNetworkBackend):
         if local_address is not None:
             raise _refuse_local_address(local_address)
         with _mapped(_CONNECT_ERRORS):
-            sock = await self.pool.connect(host, port, timeout=timeout)
+            sock = await self.pool.connect(
+                host, port, timeout=timeout, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY
+            )
             try:
                 for option in socket_options or ():
                     sock.setsockopt(*option)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -281,28 +283,122 @@ async def test_addresses_tried_in_order_skipping_other_families(
 
 
 class FakeResolver(AbstractResolver):
-    """Names to fixed addresses, in the given order."""
+    """Names to fixed addresses, in the given order: an IP (at the port asked for), or an
+    (ip, port) pair saying where that address really listens."""
 
-    def __init__(self, names: dict[str, list[str]]) -> None:
+    def __init__(self, names: dict[str, list[str | tuple[str, int]]]) -> None:
         self._names = names
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        addresses = [(a, port) if isinstance(a, str) else a for a in self._names[host]]
         return [
             ResolveResult(
                 hostname=host,
                 host=ip,
-                port=port,
+                port=at,
                 family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
                 proto=0,
                 flags=socket.AI_NUMERICHOST,
             )
-            for ip in self._names[host]
+            for ip, at in addresses
         ]
 
     async def close(self) -> None:
         pass
+
+
+async def test_happy_eyeballs_race_past_a_dead_address(
+    opened: Opened,
+    http: str,
+    blackhole: tuple[str, int],
+    released: list[bindpool.Lease],
+) -> None:
+    """aiohttp's default happy_eyeballs_delay (0.25 s), through the pool: a name whose first
+    address drops SYNs answers through the second, well inside `total=5`. Tried one after
+    the other (as before), it waited for `sock_connect` or failed."""
+    port = int(http.rsplit(":", 1)[1])
+    resolver = FakeResolver({"dead-first.test": [blackhole, (DEST, port)]})
+    pool = opened()
+    connector = bindpool.aiohttp.TCPConnector(pool, resolver=resolver)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        timeout = aiohttp.ClientTimeout(total=5)
+        assert int(await text(session, f"http://dead-first.test:{port}/port", timeout=timeout))
+        # The dead address's attempt was cancelled before the request went out.
+        assert [lease.destination for lease in released] == [blackhole]
+        assert pool.statistics().in_use == 1  # the live connection, kept alive
+    await until(lambda: pool.statistics().in_use == 0)
+    assert [lease.destination for lease in released] == [blackhole, (DEST, port)]
+
+
+async def test_happy_eyeballs_delay_none_tries_one_after_another(
+    opened: Opened, http: str, blackhole: tuple[str, int], released: list[bindpool.Lease]
+) -> None:
+    """As aiohttp's own connector with `happy_eyeballs_delay=None`: the dead address holds
+    the call until `sock_connect`, then aiohttp drops it and calls again with the next."""
+    port = int(http.rsplit(":", 1)[1])
+    resolver = FakeResolver({"dead-first.test": [blackhole, (DEST, port)]})
+    pool = opened()
+    connector = bindpool.aiohttp.TCPConnector(pool, resolver=resolver, happy_eyeballs_delay=None)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        timeout = aiohttp.ClientTimeout(sock_connect=0.2)
+        assert int(await text(session, f"http://dead-first.test:{port}/port", timeout=timeout))
+    await until(lambda: pool.statistics().in_use == 0)
+    assert [lease.destination for lease in released] == [blackhole, (DEST, port)]
+
+
+@pytest.mark.parametrize("delay", [0.25, None], ids=["raced", "sequential"])
+async def test_tls_failure_connects_each_address_once(
+    delay: float | None,
+    opened: Opened,
+    servers: Servers,
+    client_tls: ssl.SSLContext,
+    released: list[bindpool.Lease],
+) -> None:
+    """Servers that reset the connection mid-handshake (an OSError, not an SSLError): as in
+    aiohttp, the TLS failure ends the call and aiohttp's caller moves on to the next
+    address, so each address gets one TCP connection and one handshake. (The adapter used
+    to go on to the next address inside the call, and aiohttp's retry then connected that
+    address a second time.)"""
+    accepted: dict[int, int] = {}
+
+    async def drop_mid_handshake(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        port = writer.get_extra_info("sockname")[1]
+        accepted[port] = accepted.get(port, 0) + 1
+        await reader.read(1)  # the ClientHello arrived
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # a reset
+
+    first, second = [await servers.start(drop_mid_handshake) for _ in range(2)]
+    resolver = FakeResolver({"drop.test": [first, second]})
+    pool = opened()
+    connector = bindpool.aiohttp.TCPConnector(
+        pool, resolver=resolver, ssl=client_tls, happy_eyeballs_delay=delay
+    )
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises(aiohttp.ClientConnectorError) as raised:
+            await text(session, f"https://drop.test:{first[1]}/")
+    assert isinstance(raised.value.os_error, ConnectionResetError)
+    assert accepted == {first[1]: 1, second[1]: 1}
+    await until(lambda: pool.statistics().in_use == 0)
+    assert sorted(lease.destination for lease in released) == sorted([first, second])
+
+
+def test_happy_eyeballs_default_is_aiohttps() -> None:
+    parameters = inspect.signature(aiohttp.TCPConnector).parameters
+    assert parameters["happy_eyeballs_delay"].default == bindpool.aiohttp.HAPPY_EYEBALLS_DELAY
+
+
+@pytest.mark.parametrize(
+    "arguments", [{"happy_eyeballs_delay": -1}, {"interleave": "1"}], ids=["delay", "interleave"]
+)
+async def test_bad_happy_eyeballs_arguments(opened: Opened, arguments: dict[str, Any]) -> None:
+    with pytest.raises(bindpool.ConfigurationError, match=next(iter(arguments))):
+        bindpool.aiohttp.TCPConnector(opened(), **arguments)
 
 
 # -- connections that fail: aiohttp's errors, leases back ------------------------------------

@@ -4,8 +4,9 @@ Hypothesis draws a sequence of steps; each runs on real loopback connections thr
 pool: opens that are kept, closes, sockets dropped and collected, and faults injected at
 every point a connection can fail: cancellation while connecting and during the TLS
 handshake, a timeout against a full accept queue, a refused port, a peer reset, a server
-closing first, a failed TLS handshake, and `aclose()` with connects in flight. After every
-step:
+closing first, a failed TLS handshake, `aclose()` with connects in flight, and happy
+eyeballs: a race won past a dead address, and a race cancelled with one or two attempts
+under way (a made-up name, answered by `tests.fakes.Names`). After every step:
 
 - no two live connections share a 4-tuple;
 - every lease that ended was released exactly once (`on_release` calls == leases ended),
@@ -37,7 +38,7 @@ from hypothesis import strategies as st
 
 import bindpool
 from tests.conftest import DEST, PoolMaker, Servers, echo, sink
-from tests.fakes import until
+from tests.fakes import Names, until
 
 STEP_LIMIT = 5.0  # seconds any one step may take: a hang guard, not a speed claim
 SETTLE = 1.0  # seconds for releases the loop makes after a step (they take milliseconds)
@@ -81,6 +82,7 @@ class World:
     resetter: tuple[str, int]
     hanger_up: tuple[str, int]
     blackhole: tuple[str, int]
+    blackhole2: tuple[str, int]
     refused: int
     client_tls: ssl.SSLContext
     released: list[bindpool.Lease] = field(default_factory=list)
@@ -254,6 +256,42 @@ async def aclose_in_flight(world: World, _: int) -> None:
     world.ended += 1
 
 
+# Made-up names (see `run`): the first address of each drops SYNs.
+RACE = "dead-then-sink.test"
+DEAD = "dead-then-dead.test"
+
+
+async def race_past_dead(world: World, _: int) -> None:
+    """The dead address's attempt starts first and loses: its lease ends with the call."""
+    if world.closed:
+        with pytest.raises(bindpool.PoolClosed):
+            await world.pool.connect(RACE, 80, happy_eyeballs_delay=0.01)
+        return
+    sock = await world.pool.connect(RACE, 80, happy_eyeballs_delay=0.01)
+    assert sock.getpeername() == world.sink
+    world.live.append(Live.of(sock))
+    world.connects += 1
+    world.ended += 1  # the loser
+
+
+async def cancel_race(world: World, pick: int) -> None:
+    """Cancelled with one attempt under way (a long delay) or both: every lease is back
+    when the cancellation has gone through."""
+    under_way = 1 + pick % 2
+    delay = 3600.0 if under_way == 1 else 0.01
+    if world.closed:
+        with pytest.raises(bindpool.PoolClosed):
+            await world.pool.connect(DEAD, 80, happy_eyeballs_delay=delay)
+        return
+    task = asyncio.ensure_future(world.pool.connect(DEAD, 80, happy_eyeballs_delay=delay))
+    await until(lambda: world.pool.statistics().in_use == len(world.live) + under_way)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert world.pool.statistics().in_use == len(world.live)  # before the call ended
+    world.ended += under_way
+
+
 STEPS = [
     open_socket,
     open_stream,
@@ -267,6 +305,8 @@ STEPS = [
     peer_reset,
     server_first,
     aclose_in_flight,
+    race_past_dead,
+    cancel_race,
 ]
 
 
@@ -292,10 +332,12 @@ async def run(steps: Steps, maker: PoolMaker, ca: trustme.CA) -> None:
     ca.issue_cert("localhost", DEST).configure_cert(server_tls)
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
-    with socket.socket() as full, socket.socket() as nobody:
-        full.bind((DEST, 0))
-        full.listen(0)
-        filler = socket.create_connection(full.getsockname())  # the queue's one place
+    with socket.socket() as full, socket.socket() as full2, socket.socket() as nobody:
+        for listener in (full, full2):
+            listener.bind((DEST, 0))
+            listener.listen(0)
+        # Each queue's one place, taken.
+        fillers = [socket.create_connection(each.getsockname()) for each in (full, full2)]
         nobody.bind((DEST, 0))
         released: list[bindpool.Lease] = []
         world = World(
@@ -307,15 +349,21 @@ async def run(steps: Steps, maker: PoolMaker, ca: trustme.CA) -> None:
             resetter=await servers.start(reset),
             hanger_up=await servers.start(hang_up),
             blackhole=full.getsockname(),
+            blackhole2=full2.getsockname(),
             refused=nobody.getsockname()[1],
             client_tls=client_tls,
             released=released,
         )
+        names = Names(
+            asyncio.get_running_loop(),
+            {RACE: [world.blackhole, world.sink], DEAD: [world.blackhole, world.blackhole2]},
+        )
         try:
-            for step, pick in steps:
-                async with asyncio.timeout(STEP_LIMIT):
-                    await step(world, pick)
-                await world.check()
+            with names:
+                for step, pick in steps:
+                    async with asyncio.timeout(STEP_LIMIT):
+                        await step(world, pick)
+                    await world.check()
             for live in world.live:  # the end of the run ends every lease
                 live.close()
                 world.ended += 1
@@ -324,7 +372,8 @@ async def run(steps: Steps, maker: PoolMaker, ca: trustme.CA) -> None:
         finally:
             for live in world.live:
                 live.close()
-            filler.close()
+            for filler in fillers:
+                filler.close()
             await servers.close()
 
 

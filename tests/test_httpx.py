@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpcore
 import httpx
 import pytest
@@ -31,7 +32,7 @@ from hypercorn.config import Config
 import bindpool
 import bindpool.httpx
 from tests.conftest import DEST, SOURCE, PoolMaker, Servers, sink
-from tests.fakes import until
+from tests.fakes import Names, until
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -534,6 +535,33 @@ def test_transport_is_an_httpx_transport(pool: bindpool.Pool) -> None:
     assert isinstance(transport, httpx.AsyncHTTPTransport)
     assert transport.pool is pool
     assert "bindpool.Pool" in repr(transport)
+
+
+async def test_a_dead_first_address_is_raced_past(
+    pool: bindpool.Pool,
+    blackhole: tuple[str, int],
+    http_server: tuple[str, int],
+    released: list[bindpool.Lease],
+) -> None:
+    """A name whose first address drops SYNs: answered through the second well inside
+    httpx's connect timeout, as httpx's own backend (anyio) races it. Tried one after the
+    other, the request would end in ConnectTimeout."""
+    names = {"dead-first.test": [blackhole, http_server]}
+    with Names(asyncio.get_running_loop(), names):
+        async with client(pool, timeout=httpx.Timeout(5.0)) as http:
+            response = await http.get(f"http://dead-first.test:{http_server[1]}/")
+            stream = response.extensions["network_stream"]
+            assert stream.get_extra_info("server_addr") == http_server
+            # The loser's lease is back before the request went out, exactly once.
+            assert [lease.destination for lease in released] == [blackhole]
+            assert pool.statistics().in_use == 1
+    assert response.status_code == 200
+    await all_released(pool, released, 2)
+
+
+def test_race_delay_is_anyio_default() -> None:
+    default = inspect.signature(anyio.connect_tcp).parameters["happy_eyeballs_delay"].default
+    assert default == bindpool.httpx.HAPPY_EYEBALLS_DELAY
 
 
 def test_default_limits_are_httpx_defaults() -> None:
