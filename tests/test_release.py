@@ -344,3 +344,49 @@ def test_socket_not_taken_by_the_loop_is_closed_and_released(
         with asyncio.Runner(loop_factory=RefusingHandOverLoop) as runner:
             runner.run(main())
     assert len(released) == 1
+
+
+async def test_start_tls_on_a_stream_keeps_the_lease_until_close(
+    make_pool: PoolMaker,
+    tls_echo_server: tuple[str, int],
+    client_tls: ssl.SSLContext,
+    released: list[bindpool.Lease],
+) -> None:
+    """`writer.start_tls()` swaps the transport's protocol (on uvloop's native path too): the
+    lease follows the connection and goes back at close, not when something is collected."""
+    pool = make_pool(4, on_release=released.append)
+    reader, writer = await pool.open_connection(*tls_echo_server)
+    await writer.start_tls(client_tls, server_hostname="localhost")
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    assert (pool.statistics().in_use, released) == (1, [])
+    gc.disable()  # the release must come from the close itself
+    try:
+        writer.close()
+        await writer.wait_closed()
+        await until(lambda: bool(released))
+        assert pool.statistics().in_use == 0
+    finally:
+        gc.enable()
+    assert len(released) == 1
+
+
+async def test_create_connection_then_start_tls_releases_at_close(
+    make_pool: PoolMaker,
+    tls_echo_server: tuple[str, int],
+    client_tls: ssl.SSLContext,
+    released: list[bindpool.Lease],
+) -> None:
+    pool = make_pool(4, on_release=released.append)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await pool.create_connection(asyncio.Protocol, *tls_echo_server)
+    tls = await loop.start_tls(transport, protocol, client_tls, server_hostname="localhost")
+    assert tls is not None
+    gc.disable()
+    try:
+        tls.close()
+        await until(lambda: bool(released))
+        assert pool.statistics().in_use == 0
+    finally:
+        gc.enable()
+    assert len(released) == 1
