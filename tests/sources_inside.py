@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import socket
 import subprocess
 import threading
@@ -40,6 +41,17 @@ def loopback_of_single_addresses() -> None:
     ip("addr", "del", "127.0.0.1/8", "dev", "lo")
     for address in ("127.0.0.1", KEPT, GONE, ONLY):
         ip("addr", "add", f"{address}/32", "dev", "lo")
+
+
+class Records(logging.Handler):
+    """The pool's log records, as (level, message)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.levelname, record.getMessage()))
 
 
 def serve() -> socket.socket:
@@ -68,6 +80,11 @@ async def once(pool: bindpool.Pool, call: str) -> None:
 
 
 async def scenario(strategy: str, call: str, calls: int, ports: range) -> dict[str, object]:
+    records = Records()
+    logger = logging.getLogger("bindpool")
+    logger.addHandler(records)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
     two = bindpool.Pool([KEPT, GONE], ports=ports, strategy=strategy)  # type: ignore[arg-type]
     failed: list[str] = []
     for number in range(calls):
@@ -100,11 +117,14 @@ async def scenario(strategy: str, call: str, calls: int, ports: range) -> dict[s
         back = time.monotonic() - restored
         break
     await asyncio.sleep(0.2)  # let closing transports finish
+    logger.removeHandler(records)
     return {
         "two": {"calls": calls, "failed": len(failed), "errors": failed[:3], "state": state},
         "one": {"error": error, "sources": named},
         "back": back,
         "in_use": two.statistics().in_use + one.statistics().in_use,
+        "warnings": [m for level, m in records.seen if level == "WARNING"],
+        "ups": [m for level, m in records.seen if level == "DEBUG" and "up again" in m],
     }
 
 

@@ -10,6 +10,7 @@ is left.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -159,3 +160,31 @@ async def test_max_attempts_clashes_in_a_row_give_up(
     assert info.value.attempts == 0
     assert "every port is live, resting or unusable" in str(info.value)
     assert pool.statistics().retries == R
+
+
+async def test_each_clash_and_the_exhaustion_are_logged(
+    port_block: Callable[[int], range],
+    sinks: Callable[[int], Awaitable[list[tuple[str, int]]]],
+    outsiders: list[socket.socket],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Logger "bindpool", DEBUG: one record per clash, naming the 4-tuple and its rest, and
+    one for the PortsExhausted; the counters say the same."""
+    ports = port_block(2)
+    (destination,) = await sinks(1)
+    for port in ports:
+        hold_tuple(outsiders, port, destination)
+    pool = bindpool.Pool([SOURCE], ports=ports)
+    with caplog.at_level(logging.DEBUG, logger="bindpool"), pytest.raises(bindpool.PortsExhausted):
+        await pool.connect(*destination)
+    messages = [r.getMessage() for r in caplog.records if r.name == "bindpool"]
+    clashes = [m for m in messages if m.startswith("clash:")]
+    assert len(clashes) == 2 == pool.statistics().retries
+    for port in ports:
+        assert any(
+            f"{SOURCE}:{port} -> {destination[0]}:{destination[1]} refused at connect()" in m
+            and "(EADDRNOTAVAIL: another socket holds this 4-tuple); held 0.25 s" in m
+            for m in clashes
+        ), clashes
+    assert any("no free source port" in m for m in messages)
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "bindpool")

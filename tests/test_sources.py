@@ -65,3 +65,14 @@ def test_a_restored_address_is_back_within_two_seconds(results: dict[str, Any], 
     assert results[case]["back"] is not None
     assert results[case]["back"] < 2.0
     assert results[case]["in_use"] == 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_going_down_is_a_warning_and_coming_back_a_debug_record(
+    results: dict[str, Any], case: str
+) -> None:
+    """Logger "bindpool": one WARNING each time a source goes down (not at every retry)."""
+    warnings = results[case]["warnings"]
+    assert [w.split()[1] for w in warnings] == ["127.0.0.3", "127.0.0.4"]
+    assert all("is down: bind() says the address is not on this host" in w for w in warnings)
+    assert any("127.0.0.4 is up again" in m for m in results[case]["ups"])
