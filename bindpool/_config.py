@@ -35,6 +35,7 @@ __all__ = [
     "PoolConfig",
     "check_destination",
     "check_name",
+    "canonical_source",
     "check_sources",
     "check_timeout",
     "check_tls",
@@ -135,7 +136,7 @@ def check_sources(sources: Iterable[str]) -> tuple[str, ...]:
             )
         if isinstance(item, str) and item in canonical:
             continue  # seen, and already canonical: no need to parse it again
-        address = _canonical_source(item)
+        address = canonical_source(item)
         if address in canonical:
             continue
         family = family_of(address)
@@ -155,7 +156,7 @@ def check_sources(sources: Iterable[str]) -> tuple[str, ...]:
     return tuple(canonical)
 
 
-def _canonical_source(item: object) -> str:
+def canonical_source(item: object) -> str:
     if not isinstance(item, str):
         raise ConfigurationError(f"source {_shown(item)} must be a str such as '192.0.2.7'")
     try:

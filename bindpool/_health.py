@@ -139,6 +139,11 @@ class Health:
         self.probing.discard(address)
         return self.down.pop(address, None) is not None
 
+    def forget(self, address: str) -> None:
+        """`address` is no longer a source."""
+        self.down.pop(address, None)
+        self.probing.discard(address)
+
     def state(self, address: str) -> State:
         return "down" if address in self.down else "up"
 

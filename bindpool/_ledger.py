@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 from bindpool._claim import Claim, Destination
 from bindpool._health import Health
+from bindpool._select import Selector
+from bindpool._sources import SourceSet
 from bindpool._table import family_of
 from bindpool._types import SourceStatistics
 
@@ -45,8 +47,13 @@ __all__ = ["KernelLedger"]
 class _Source:
     address: str
     size: int
-    live: dict[Destination, int] = field(default_factory=dict)
+    live: dict[Destination, int] = field(default_factory=dict)  # destination -> live claims
     ports: dict[int, int] = field(default_factory=dict)  # port -> live claims on it
+    count: int = 0  # live claims, all destinations
+
+    @property
+    def family(self) -> int:
+        return family_of(self.address)
 
 
 class KernelLedger:
@@ -56,6 +63,7 @@ class KernelLedger:
         sources: source IP -> how many ports the kernel may pick from for it.
         clock: monotonic seconds.
         health: which sources are up, shared with the pool (a new one by default).
+        select: the order to try sources in (default: most room first).
     """
 
     def __init__(
@@ -64,39 +72,54 @@ class KernelLedger:
         *,
         clock: Callable[[], float] = time.monotonic,
         health: Health | None = None,
+        select: Selector | None = None,
     ) -> None:
         self._clock = clock
         self.health = health if health is not None else Health(clock)
-        self._sources = {ip: _Source(ip, size) for ip, size in sources.items()}
-        self._families: dict[int, list[_Source]] = {}
-        for source in self._sources.values():
-            self._families.setdefault(family_of(source.address), []).append(source)
-        self._turn = 0
+        self._select = select if select is not None else Selector("room")
+        self.sources = SourceSet(_Source(ip, size) for ip, size in sources.items())
 
     def acquire(
         self, destination: Destination, family: int, avoid: Collection[str] = ()
     ) -> Claim | None:
-        """A claim on the source with the most room for `destination`, or None if none has.
+        """A claim on the first source, in the `select` policy's order, with room for
+        `destination`, or None if none has.
 
         `avoid`: sources the kernel reported full for it earlier in this call.
         """
-        sources = self._families.get(family)
-        if not sources:
+        sources = self.sources.families.get(family)
+        if sources is None:
             return None
         health = self.health
-        now = self._clock() if health.down else 0.0
-        self._turn = (self._turn + 1) % len(sources)
-        best, room = None, 0
-        for source in sources[self._turn :] + sources[: self._turn]:  # ties rotate
-            if source.address in avoid or (health.down and not health.usable(source.address, now)):
-                continue
-            left = source.size - source.live.get(destination, 0)
-            if left > room:
-                best, room = source, left
-        if best is None:
-            return None
-        best.live[destination] = best.live.get(destination, 0) + 1
-        return Claim(best.address, destination, 0, -1, best)
+        if avoid or health.down:
+            now = self._clock()
+            sources = [
+                s for s in sources if s.address not in avoid and health.usable(s.address, now)
+            ]
+        if len(sources) > 1:
+            sources = self._select.order(
+                destination, sources, lambda s: s.size - s.live.get(destination, 0)
+            )
+        for source in sources:
+            live = source.live.get(destination, 0)
+            if live < source.size:
+                source.live[destination] = live + 1
+                source.count += 1
+                return Claim(source.address, destination, 0, -1, source)
+        return None
+
+    def add_source(self, address: str, size: int) -> None:
+        """A new source (or a draining one back): new connections may use it now."""
+        if not self.sources.revive(address):
+            self.sources.add(_Source(address, size))
+
+    def remove_source(self, address: str) -> int:
+        """No new connection uses `address`; returns its live leases (it drains)."""
+        count = self.sources.all[address].count
+        self.sources.retire(address, count)
+        if not count:
+            self.health.forget(address)
+        return count
 
     def bound(self, claim: Claim, port: int) -> None:
         """The kernel picked `port` for this claim at connect time (0: it kept none)."""
@@ -126,7 +149,7 @@ class KernelLedger:
 
     def statistics(self) -> dict[str, SourceStatistics]:
         figures = {}
-        for source in self._sources.values():
+        for source in self.sources.all.values():
             figures[source.address] = SourceStatistics(
                 ports=source.size,
                 in_use=sum(source.live.values()),
@@ -135,7 +158,7 @@ class KernelLedger:
                 held=0,
                 blocked=0,
                 destinations=len(source.live),
-                state=self.health.state(source.address),
+                state=self.sources.state(source.address, self.health.state(source.address)),
             )
         return figures
 
@@ -144,6 +167,9 @@ class KernelLedger:
             raise RuntimeError(f"{claim!r} was already given back")
         claim.live = False
         source: _Source = claim.slot
+        source.count -= 1
+        if self.sources.draining and self.sources.ended(source.address, source.count):
+            self.health.forget(source.address)
         left = source.live[claim.destination] - 1
         if left:
             source.live[claim.destination] = left

@@ -24,7 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, Self, TypeVar, cast
 
-from bindpool import _config, _connector, _race, _resolve
+from bindpool import _config, _connector, _race, _resolve, _select
 from bindpool._errors import (
     ConfigurationError,
     PoolClosed,
@@ -38,6 +38,7 @@ from bindpool._ledger import KernelLedger
 from bindpool._protocol import LeasedStreamProtocol
 from bindpool._table import PortTable, family_of
 from bindpool._types import Lease, PoolStatistics, SourceStatistics
+from bindpool._waiters import Waiters
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
     from bindpool._claim import Claim, Destination
     from bindpool._socket import PooledSocket
+    from bindpool._sources import SourceSet
 
 __all__ = ["Pool"]
 
@@ -63,11 +65,14 @@ class _Tls(NamedTuple):
 class _Allocator(Protocol):
     """What the retry policy asks of the port table, or of the kernel strategy's ledger."""
 
+    sources: SourceSet[Any]
+
     def acquire(self, destination: Destination, family: int) -> Claim | None: ...
     def release(self, claim: Claim) -> None: ...
     def clashed(self, claim: Claim) -> float: ...
     def port_in_use(self, claim: Claim) -> float: ...
     def source_gone(self, claim: Claim) -> None: ...
+    def remove_source(self, address: str) -> int: ...
     def statistics(self) -> dict[str, SourceStatistics]: ...
 
 
@@ -93,6 +98,15 @@ class Pool:
             contiguous block inside the host's ephemeral range and clear of its reserved
             ports, which the kernel's pick skips (default: that range, less those), and
             TIME_WAIT is left to the kernel (`cooldown` is unused).
+        select: which source a connection tries first: "room" (most room for the
+            destination; ties rotate), "round_robin" (each connection the next source),
+            "sticky" (rendezvous hashing: a destination keeps its source while that source
+            is up and has room), or a callable `(destination, sources) -> sources` giving
+            the usable sources in the order to try. Down and draining sources are never
+            offered.
+        wait: seconds a connect may wait for a 4-tuple to be released when none is free
+            for its destination (first come, first served, woken by the release); 0
+            fails at once with `PortsExhausted`. Counts against the call's `timeout`.
 
     Raises:
         ConfigurationError: any argument is wrong; the message says which and why.
@@ -108,6 +122,8 @@ class Pool:
         on_release: Callable[[Lease], object] | None = None,
         shard: tuple[int, int] | None = None,
         strategy: _config.Strategy = "table",
+        select: _select.Policy = "room",
+        wait: float = 0.0,
     ) -> None:
         config = _config.configure(
             sources,
@@ -118,13 +134,20 @@ class Pool:
             shard=shard,
             strategy=strategy,
         )
+        _config.check_timeout(wait, "wait")
+        if wait is None:
+            raise ConfigurationError("wait must be a number of seconds >= 0 (0: do not wait)")
         self._config = config
+        self._wait = float(wait)
         self._health = Health(time.monotonic)
+        selector = _select.Selector(_select.check(select))
         self._table: _Allocator
         self._ledger: KernelLedger | None = None
         if config.strategy == "kernel":
             self._ledger = KernelLedger(
-                dict.fromkeys(config.sources, len(config.ports)), health=self._health
+                dict.fromkeys(config.sources, len(config.ports)),
+                health=self._health,
+                select=selector,
             )
             self._table = self._ledger
             self._options = _connector.kernel_picks(config.span)
@@ -133,12 +156,15 @@ class Pool:
                 dict.fromkeys(config.sources, config.ports),
                 cooldown=config.cooldown,
                 health=self._health,
+                select=selector,
             )
             self._options = _connector.SHARE_PORT
-        self._families = {
-            family: tuple(ip for ip in config.sources if family_of(ip) == family)
-            for family in {family_of(ip) for ip in config.sources}
-        }
+        self._table.sources.on_drained = self._drained
+        self._sources = list(config.sources)  # active: not removed
+        self._families: dict[int, tuple[str, ...]] = {}
+        self._refamily()
+        self._waiters = Waiters()
+        self._drains: dict[str, asyncio.Future[None]] = {}
         self._on_release = config.on_release
         self._closed = False
         self._connects = 0
@@ -336,7 +362,7 @@ class Pool:
                     targets = await _resolve.resolve(loop, host, port)
                 usable = [t for t in targets if t[0] in self._families]
                 if not usable:
-                    raise no_source_for(host, (t[0] for t in targets), self._config.sources)
+                    raise no_source_for(host, (t[0] for t in targets), self._sources)
                 if eyeballs is not None:  # else in the resolver's order, as asyncio does
                     usable = _race.order(usable, _family, eyeballs)
                 if eyeballs is None or eyeballs.delay is None or len(usable) == 1:
@@ -365,7 +391,7 @@ class Pool:
         """asyncio.timeout's TimeoutError says nothing: say what timed out."""
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise TimeoutError(
-            f"connecting to {where} from {', '.join(self._config.sources)} timed out "
+            f"connecting to {where} from {', '.join(self._sources)} timed out "
             f"after {timeout} s (timeout=)"
         ) from None
 
@@ -407,12 +433,14 @@ class Pool:
         clash: _connector.Clash | None = None
         avoid: frozenset[str] | None = None  # strategy "kernel": sources full for key now
         for attempts in range(self._config.max_attempts):
-            if avoid is None:
+            if self._waiters.queues and key in self._waiters.queues:
+                claim = None  # others wait for this destination: in line behind them
+            elif avoid is None:
                 claim = table.acquire(key, family)
             else:
                 claim = cast("KernelLedger", table).acquire(key, family, avoid)
             if claim is None:
-                raise self._no_claim(key, family, attempts, clash)
+                claim = await self._queue(key, family, attempts, clash)
             try:
                 if protocol is None:
                     ledger = self._ledger  # the kernel picks the port: the ledger records it
@@ -448,6 +476,25 @@ class Pool:
             self._connects += 1
             return result
         raise self._no_claim(key, family, self._config.max_attempts, clash)
+
+    async def _queue(
+        self, key: Destination, family: int, attempts: int, clash: _connector.Clash | None
+    ) -> Claim:
+        """No 4-tuple is free for `key`: wait for a release (`wait=`), else fail."""
+        if not self._wait or self._all_down(family):
+            raise self._no_claim(key, family, attempts, clash)
+        try:
+            return await self._waiters.wait(
+                key, self._wait, functools.partial(self._table.acquire, key, family)
+            )
+        except TimeoutError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the caller's own timeout, not ours
+            raise self._no_claim(key, family, attempts, clash) from None
+
+    def _all_down(self, family: int) -> bool:
+        sources = self._families.get(family, ())
+        return bool(sources) and all(ip in self._health.down for ip in sources)
 
     # -- what the kernel said, and what the pool makes of it ------------------------------------
 
@@ -509,9 +556,9 @@ class Pool:
         clash: _connector.Clash | None,
     ) -> OSError:
         """The error when no attempt is left: no source up, or no 4-tuple free."""
-        sources = self._families[family]
+        sources = self._families.get(family, ())
         down = [ip for ip in sources if ip in self._health.down]
-        if len(down) == len(sources):
+        if sources and len(down) == len(sources):
             _log.debug("source unavailable for %s: %s down", key, ", ".join(down))
             return SourceUnavailable(key, down)
         if key[0] in sources and self._config.ports == (key[1],):
@@ -554,6 +601,8 @@ class Pool:
     def _give_back(self, claim: Claim) -> None:
         """A lease ends: its 4-tuple starts cooling, then the hook hears of it."""
         self._table.release(claim)
+        if self._waiters.queues:
+            self._waiters.wake(claim.destination)
         if self._on_release is not None:
             lease = Lease(claim.source, claim.port, claim.destination)
             try:
@@ -579,8 +628,82 @@ class Pool:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        """The source IPs, in canonical form, in the order given."""
-        return self._config.sources
+        """The source IPs new connections may use, in canonical form, in the order given
+        (then added); not those removed, even while they drain."""
+        return tuple(self._sources)
+
+    # -- sources as a living set ---------------------------------------------------------------
+
+    def add_source(self, ip: str) -> None:
+        """Let new connections use `ip` from now on (validated as the constructor's are).
+
+        Adding a source being removed (draining) keeps it; adding one the pool has does
+        nothing.
+
+        Raises:
+            ConfigurationError: `ip` is not a numeric, unicast address of this host.
+        """
+        (address,) = _config.check_sources([ip])
+        if address in self._sources:
+            return
+        if self._ledger is not None:
+            self._ledger.add_source(address, len(self._config.ports))
+        else:
+            cast("PortTable", self._table).add_source(address, self._config.ports)
+        self._sources.append(address)
+        self._refamily()
+        drain = self._drains.pop(address, None)
+        if drain is not None and not drain.done():
+            drain.set_result(None)  # the removal was taken back
+        _log.debug("source %s added", address)
+        self._waiters.wake_all()  # room for everyone waiting, maybe
+
+    async def remove_source(self, ip: str, *, drain: bool = True) -> None:
+        """No new connection uses `ip`; open ones keep working and release as usual.
+
+        Args:
+            ip: one of the pool's sources.
+            drain: True returns once every lease on `ip` is released (its connections
+                closed); False returns at once. Either way the pool forgets `ip`, and
+                frees its memory, when its last lease ends.
+
+        Raises:
+            ConfigurationError: `ip` is not a source of this pool, or is its last one.
+        """
+        address = _config.canonical_source(ip)
+        if address not in self._sources:
+            if address in self._drains:  # being removed already: wait with the first
+                if drain:
+                    await asyncio.shield(self._drains[address])
+                return
+            raise ConfigurationError(f"{ip!r} is not a source of this pool: {self._sources}")
+        if len(self._sources) == 1:
+            raise ConfigurationError(
+                f"{address} is the pool's last source: add another first (add_source), "
+                "or close the pool"
+            )
+        self._sources.remove(address)
+        self._refamily()
+        live = self._table.remove_source(address)
+        _log.debug("source %s removed; %d connections on it drain", address, live)
+        if not live:
+            return
+        future = self._drains.setdefault(address, asyncio.get_running_loop().create_future())
+        if drain:
+            await asyncio.shield(future)  # cancelling this wait leaves the removal as it is
+
+    def _drained(self, address: str) -> None:
+        """The allocator forgot a removed source: its last lease ended."""
+        _log.debug("source %s drained", address)
+        future = self._drains.pop(address, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _refamily(self) -> None:
+        families: dict[int, list[str]] = {}
+        for address in self._sources:
+            families.setdefault(family_of(address), []).append(address)
+        self._families = {family: tuple(ips) for family, ips in families.items()}
 
     @property
     def closed(self) -> bool:
@@ -618,7 +741,7 @@ class Pool:
         stats = self._table.statistics().values()
         state = "closed" if self._closed else "open"
         return (
-            f"<bindpool.Pool {state} sources={list(self._config.sources)} "
+            f"<bindpool.Pool {state} sources={list(self._sources)} "
             f"ports={len(self._config.ports)} in_use={sum(s.in_use for s in stats)} "
             f"footprint={sum(s.footprint for s in stats)}>"
         )

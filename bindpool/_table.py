@@ -39,8 +39,11 @@ Self-connects. When the source IP is the destination's IP, the destination's own
 never handed out: connect() from (ip, p) to (ip, p) with nothing listening succeeds by TCP
 simultaneous open, and the socket talks to itself (FIELD-NOTES.md; Go's dialer checks this).
 
-Sources. A source whose address left the host is down (`_health.Health`) and skipped until
-its retry time; then one connection tries it, and a bind that works brings it back.
+Sources. Which source a connection tries first is the `select=` policy's (`_select.py`). A
+source whose address left the host is down (`_health.Health`) and skipped until its retry
+time; then one connection tries it, and a bind that works brings it back. Sources are added
+and retired at run time (`_sources.SourceSet`); a retired one drains, and is forgotten with
+its destinations when its last lease ends.
 
 Memory. A destination's words reach only its highest used block, and a destination with
 nothing live, cooling or held is dropped (at its next wake-up, within two seconds), so an idle
@@ -65,6 +68,8 @@ from typing import TYPE_CHECKING
 
 from bindpool._claim import Claim, Destination
 from bindpool._health import CLOSING_REST, PORT_REST, STRANGER_REST, Health, Strikes
+from bindpool._select import Selector
+from bindpool._sources import SourceSet
 from bindpool._types import SourceStatistics
 
 if TYPE_CHECKING:
@@ -79,6 +84,16 @@ FULL = (1 << BLOCK) - 1
 def family_of(address: str) -> int:
     """AF_INET6 for an IPv6 literal (it has a colon), else AF_INET."""
     return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _room(key: Destination) -> Callable[[_Source], int]:
+    """How many ports a source has left for `key`: free, not live or resting."""
+
+    def room(source: _Source) -> int:
+        dest = source.dests.get(key)
+        return source.size if dest is None else source.size - dest.live - dest.resting()
+
+    return room
 
 
 class _Dest:
@@ -131,6 +146,9 @@ class _Source:
         "blocks",
         "bound",
         "dests",
+        "family",
+        "forgotten",
+        "live",
         "pad",
         "ports",
         "rank_of",
@@ -143,6 +161,9 @@ class _Source:
         order = sorted(set(ports))
         rng.shuffle(order)
         self.address = address
+        self.family = family_of(address)
+        self.live = 0  # live claims, all destinations
+        self.forgotten = False  # removed and drained: nothing of it is kept any more
         self.ports = tuple(order)
         self.rank_of = {port: rank for rank, port in enumerate(order)}
         self.size = len(order)
@@ -168,6 +189,7 @@ class PortTable:
         clock: monotonic seconds.
         rng: random source, for the shuffle and the pick (seed it in tests).
         health: which sources are up, shared with the pool (a new one by default).
+        select: the order to try sources in (default: most room first).
     """
 
     def __init__(
@@ -178,19 +200,19 @@ class PortTable:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         health: Health | None = None,
+        select: Selector | None = None,
     ) -> None:
-        rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else random.Random()
         self._cooldown = cooldown
         self._clock = clock
         self.health = health if health is not None else Health(clock)
-        self._random_bits = rng.getrandbits
-        self._sources = {ip: _Source(ip, list(ports), rng) for ip, ports in sources.items()}
-        self._families: dict[int, list[_Source]] = {}
-        for source in self._sources.values():
-            self._families.setdefault(family_of(source.address), []).append(source)
+        self._select = select if select is not None else Selector("room")
+        self._random_bits = self._rng.getrandbits
+        self.sources = SourceSet(
+            _Source(ip, list(ports), self._rng) for ip, ports in sources.items()
+        )
         self._wakeups: list[tuple[float, int, _Dest]] = []
         self._order = itertools.count()  # tie-breaker for wake-ups due at the same second
-        self._turn = 0  # where the next multi-source choice starts, so ties rotate
 
     # -- the four calls the pool's retry policy makes -------------------------------------
 
@@ -204,8 +226,8 @@ class PortTable:
         now = self._clock()
         if self._wakeups and self._wakeups[0][0] <= now:
             self._sweep(now)
-        sources = self._families.get(family)
-        if not sources:
+        sources = self.sources.families.get(family)
+        if sources is None:
             return None
         health = self.health
         if health.down:
@@ -213,7 +235,7 @@ class PortTable:
             if not sources:
                 return None
         if len(sources) > 1:
-            sources = self._by_room(sources, destination)
+            sources = self._select.order(destination, sources, _room(destination))
         for source in sources:
             dest = source.dests.get(destination)
             if dest is None:
@@ -239,6 +261,7 @@ class PortTable:
 
     def _claim(self, source: _Source, dest: _Dest, rank: int) -> Claim:
         dest.live += 1
+        source.live += 1
         refs = source.refs
         if not refs[rank]:
             source.bound[rank // BLOCK] |= 1 << (rank % BLOCK)
@@ -314,12 +337,36 @@ class PortTable:
 
     # -- introspection ---------------------------------------------------------------------
 
+    # -- the living set of sources --------------------------------------------------------------
+
+    def add_source(self, address: str, ports: Iterable[int]) -> None:
+        """A new source (or a draining one back): new connections may use it now."""
+        if not self.sources.revive(address):
+            self.sources.add(_Source(address, list(ports), self._rng))
+
+    def remove_source(self, address: str) -> int:
+        """No new connection uses `address`. Returns its live leases: it drains until they
+        end, then its memory goes (`sources.on_drained` hears of it)."""
+        source = self.sources.all[address]
+        self.sources.retire(address, source.live)
+        if not source.live:
+            self._forget(source)
+        return source.live
+
+    def _forget(self, source: _Source) -> None:
+        source.forgotten = True
+        self.health.forget(source.address)
+        self._wakeups = [w for w in self._wakeups if w[2].source is not source]
+        heapq.heapify(self._wakeups)
+
+    # -- introspection ---------------------------------------------------------------------
+
     def statistics(self) -> dict[str, SourceStatistics]:
         """Exact per-source figures: expires everything that is due first."""
         now = self._clock()
         self._sweep(now)  # also lets go of destinations that only a wake-up still holds
         figures = {}
-        for source in self._sources.values():
+        for source in self.sources.all.values():
             for dest in list(source.dests.values()):
                 self._expire(dest, now)
             for rank, until in list(source.blocked.items()):
@@ -337,22 +384,11 @@ class PortTable:
                 blocked=len(source.blocked),
                 destinations=len(source.dests),
                 closing=closing,
-                state=self.health.state(source.address),
+                state=self.sources.state(source.address, self.health.state(source.address)),
             )
         return figures
 
     # -- picking -----------------------------------------------------------------------------
-
-    def _by_room(self, sources: list[_Source], key: Destination) -> list[_Source]:
-        """Sources by room for `key`, most first; equal room in turn, so ties rotate."""
-        start = self._turn = (self._turn + 1) % len(sources)
-        rotated = sources[start:] + sources[:start]
-
-        def room(source: _Source) -> int:
-            dest = source.dests.get(key)
-            return source.size if dest is None else source.size - dest.live - dest.resting()
-
-        return sorted(rotated, key=room, reverse=True)  # stable: ties keep rotated order
 
     def _pick_free(self, source: _Source, dest: _Dest, now: float) -> int | None:
         """Mark and return a free rank for `dest` from its lowest block with one, or None."""
@@ -426,6 +462,9 @@ class PortTable:
         dest: _Dest = claim.slot
         source, rank = dest.source, claim.rank
         dest.live -= 1
+        source.live -= 1
+        if self.sources.draining and self.sources.ended(source.address, source.live):
+            self._forget(source)
         refs = source.refs[rank] - 1
         source.refs[rank] = refs
         if not refs:
@@ -479,7 +518,9 @@ class PortTable:
     def _schedule(self, dest: _Dest, when: float) -> None:
         """Make sure `dest` is swept at or after `when`, even if nobody asks for it."""
         wake = float(math.ceil(when))
-        if wake > dest.wake:  # the later wake-up already covers anything due before it
+        if (
+            wake > dest.wake and not dest.source.forgotten
+        ):  # the later wake-up already covers anything due before it
             dest.wake = wake
             heapq.heappush(self._wakeups, (wake, next(self._order), dest))
 
