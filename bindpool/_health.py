@@ -26,6 +26,7 @@ Everything here is pure: an injected clock, no I/O, no logging (the pool logs).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -64,14 +65,14 @@ def rest(first: float, strikes: int, ceiling: float = HOLD_MAX) -> float:
     return min(first * (1 << min(strikes - 1, 16)), ceiling)
 
 
-class Strikes(dict[int, tuple[int, float]]):
-    """Refusals in a row, per rank: key -> (count, when to forget them).
+class Strikes(dict[Hashable, tuple[int, float]]):
+    """Refusals in a row, per rank (or destination): key -> (count, when to forget them).
 
     A record is forgotten when no refusal came for as long again as its last rest, so a
     4-tuple refused once a long time ago starts again from a brief rest.
     """
 
-    def strike(self, key: int, first: float, now: float) -> float:
+    def strike(self, key: Hashable, first: float, now: float) -> float:
         """One more refusal of `key`: how long it rests now."""
         count, forget = self.get(key, (0, 0.0))
         count = count + 1 if forget > now else 1

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bindpool._claim import Claim, Destination
-from bindpool._health import Health
+from bindpool._health import CLOSING_REST, Health, Strikes
 from bindpool._select import Selector
 from bindpool._sources import SourceSet
 from bindpool._table import family_of
@@ -78,6 +78,10 @@ class KernelLedger:
         self.health = health if health is not None else Health(clock)
         self._select = select if select is not None else Selector("room")
         self.sources = SourceSet(_Source(ip, size) for ip, size in sources.items())
+        # For connects waiting (`wait=`) only: when to ask the kernel again after it said a
+        # destination was full (its ports' 4-tuples may be closing). New calls ask at once.
+        self._strikes = Strikes()
+        self._ask_again: dict[Destination, float] = {}
 
     def acquire(
         self, destination: Destination, family: int, avoid: Collection[str] = ()
@@ -108,6 +112,12 @@ class KernelLedger:
                 return Claim(source.address, destination, 0, -1, source)
         return None
 
+    def resting(self, destination: Destination, family: int) -> float | None:
+        """For a connect waiting for `destination`: seconds until it asks the kernel again
+        after a refusal (briefly, then longer at each refusal in a row), or None."""
+        until = self._ask_again.pop(destination, None)
+        return None if until is None else max(0.0, until - self._clock())
+
     def add_source(self, address: str, size: int) -> None:
         """A new source (or a draining one back): new connections may use it now."""
         if not self.sources.revive(address):
@@ -131,6 +141,8 @@ class KernelLedger:
     def release(self, claim: Claim) -> None:
         """The claim's connection ended, or was given up."""
         self._give_back(claim)
+        if self._strikes:
+            self._strikes.pop(claim.destination, None)  # the kernel took it: record ends
 
     def clashed(self, claim: Claim) -> float:
         """connect() said EADDRNOTAVAIL: the kernel has no free port for this 4-tuple now.
@@ -138,6 +150,9 @@ class KernelLedger:
         Nothing rests (returns 0): the pool avoids the source for the rest of the call.
         """
         self._give_back(claim)
+        now = self._clock()
+        key = claim.destination
+        self._ask_again[key] = now + self._strikes.strike(key, CLOSING_REST, now)
         return 0.0
 
     # bind((ip, 0)) with NO_PORT takes no port, so never EADDRINUSE; and a source that left
@@ -148,6 +163,7 @@ class KernelLedger:
         self._give_back(claim)
 
     def statistics(self) -> dict[str, SourceStatistics]:
+        self._strikes.prune(self._clock())
         figures = {}
         for source in self.sources.all.values():
             figures[source.address] = SourceStatistics(

@@ -73,6 +73,7 @@ class _Allocator(Protocol):
     def port_in_use(self, claim: Claim) -> float: ...
     def source_gone(self, claim: Claim) -> None: ...
     def remove_source(self, address: str) -> int: ...
+    def resting(self, destination: Destination, family: int) -> float | None: ...
     def statistics(self) -> dict[str, SourceStatistics]: ...
 
 
@@ -432,6 +433,7 @@ class Pool:
         family, address, key = target
         clash: _connector.Clash | None = None
         avoid: frozenset[str] | None = None  # strategy "kernel": sources full for key now
+        waited = False  # in line for a release already (`wait=`)
         for attempts in range(self._config.max_attempts):
             if self._waiters.queues and key in self._waiters.queues:
                 claim = None  # others wait for this destination: in line behind them
@@ -440,7 +442,8 @@ class Pool:
             else:
                 claim = cast("KernelLedger", table).acquire(key, family, avoid)
             if claim is None:
-                claim = await self._queue(key, family, attempts, clash)
+                claim = await self._queue(key, family, attempts, clash, waited)
+                waited = True
             try:
                 if protocol is None:
                     ledger = self._ledger  # the kernel picks the port: the ledger records it
@@ -478,14 +481,23 @@ class Pool:
         raise self._no_claim(key, family, self._config.max_attempts, clash)
 
     async def _queue(
-        self, key: Destination, family: int, attempts: int, clash: _connector.Clash | None
+        self,
+        key: Destination,
+        family: int,
+        attempts: int,
+        clash: _connector.Clash | None,
+        waited: bool,
     ) -> Claim:
         """No 4-tuple is free for `key`: wait for a release (`wait=`), else fail."""
         if not self._wait or self._all_down(family):
             raise self._no_claim(key, family, attempts, clash)
         try:
             return await self._waiters.wait(
-                key, self._wait, functools.partial(self._table.acquire, key, family)
+                key,
+                self._wait,
+                functools.partial(self._table.acquire, key, family),
+                functools.partial(self._table.resting, key, family),
+                first=waited,
             )
         except TimeoutError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]

@@ -337,6 +337,15 @@ class PortTable:
 
     # -- introspection ---------------------------------------------------------------------
 
+    def resting(self, destination: Destination, family: int) -> float | None:
+        """Seconds until the first refused 4-tuple of `destination` ends its rest, or None."""
+        ends = [
+            dest.held[0][0]
+            for source in self.sources.families.get(family, ())
+            if (dest := source.dests.get(destination)) is not None and dest.held
+        ]
+        return max(0.0, min(ends) - self._clock()) if ends else None
+
     # -- the living set of sources --------------------------------------------------------------
 
     def add_source(self, address: str, ports: Iterable[int]) -> None:

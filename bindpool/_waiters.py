@@ -8,6 +8,13 @@ waiting connect costs no CPU until a release or its deadline. While anyone waits
 destination, new connects to it queue behind them instead of taking the next free 4-tuple
 first. A waiter that was woken but leaves without taking anything (cancelled, timed out)
 passes the wake on, so a release is never lost.
+
+A released 4-tuple may not be usable at once: until the peer closes its end, the kernel
+refuses it (FIN_WAIT2), and the table rests it a moment (`_health.py`). So the head of the
+line also sets one timer for the end of the earliest such rest for its destination, if any:
+the moment it can succeed without a release. A connect that was in line and met such a
+refusal goes back to the head of the line, not the end; whoever leaves the head of the
+line hands it to the next, who looks again.
 """
 
 from __future__ import annotations
@@ -35,8 +42,19 @@ class Waiters:
         # Empty while nobody waits: the connect and release paths test it and go on.
         self.queues: dict[Destination, deque[asyncio.Future[None]]] = {}
 
-    async def wait(self, key: Destination, seconds: float, take: Callable[[], _T | None]) -> _T:
+    async def wait(
+        self,
+        key: Destination,
+        seconds: float,
+        take: Callable[[], _T | None],
+        resting: Callable[[], float | None],
+        *,
+        first: bool = False,
+    ) -> _T:
         """Wait in line for `key`, then `take()`; again if something else took it first.
+
+        `resting()`: seconds until a 4-tuple for `key` ends its rest, or None. `first`: the
+        caller was in line already; it goes back to the head.
 
         Raises:
             TimeoutError: `seconds` passed first.
@@ -44,12 +62,23 @@ class Waiters:
         loop = asyncio.get_running_loop()
         queue = self.queues.setdefault(key, deque())
         waiter: asyncio.Future[None] = loop.create_future()
-        queue.append(waiter)
+        if first:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
         taken = False
         try:
             async with asyncio.timeout(seconds):
                 while True:
-                    await waiter
+                    due = resting() if queue[0] is waiter else None
+                    timer = None if due is None else loop.call_later(due, _wake, waiter)
+                    try:
+                        await waiter
+                    finally:
+                        if timer is not None:
+                            timer.cancel()
+                    if waiter in queue:  # woken by its timer, not by a release
+                        queue.remove(waiter)
                     result = take()
                     if result is not None:
                         taken = True
@@ -57,12 +86,15 @@ class Waiters:
                     waiter = loop.create_future()  # beaten to it: keep the head of the line
                     queue.appendleft(waiter)
         finally:
+            head = bool(queue) and queue[0] is waiter
             if not waiter.done():
                 waiter.cancel()
             if waiter in queue:
                 queue.remove(waiter)
-            if not taken and waiter.done() and not waiter.cancelled():
-                self.wake(key)  # woken, but leaving without it: the next in line gets it
+            if head or (not taken and waiter.done() and not waiter.cancelled()):
+                # Leaving the head of the line, or woken and leaving without it: the next in
+                # line looks (and sets the rest timer, if any).
+                self.wake(key)
             if not queue and self.queues.get(key) is queue:
                 del self.queues[key]
 
@@ -79,3 +111,8 @@ class Waiters:
         """Room may have appeared for every destination (a source was added)."""
         for key in list(self.queues):
             self.wake(key)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,6 +1,6 @@
 """How the pool reads the kernel's answers, on real sockets (PRODUCT.md, "Reading the
 kernel's answers"): churn against a peer in another process, self-connects, and the kernel
-strategy after EADDRNOTAVAIL. Source addresses that come and go: tests/test_sources.py."""
+strategy after EADDRNOTAVAIL. Source addresses that come and go: tests/test_source_health.py."""
 
 from __future__ import annotations
 

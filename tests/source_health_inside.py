@@ -1,4 +1,4 @@
-"""Run inside a fresh network namespace by tests/test_sources.py (root only).
+"""Run inside a fresh network namespace by tests/test_source_health.py (root only).
 
 There, loopback carries single addresses (127.0.0.1/32 and a few more) instead of the
 whole 127.0.0.0/8, so deleting one (`ip addr del`) really takes it off the host: bind()
@@ -7,7 +7,7 @@ then says EADDRNOTAVAIL. For each loop, strategy and call it measures, as JSON:
   them: how many failed, and the deleted source's state at the end;
 - "one": a pool whose only source is deleted: the error and the sources it names;
 - "back": that address restored: seconds until a connect worked again.
-Usage: python -m tests.sources_inside [--calls N]
+Usage: python -m tests.source_health_inside [--calls N]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A source address that leaves the host and comes back, in a private network namespace
 (PRODUCT.md: "A source whose address leaves the host is marked down, skipped, and tried
-again"; `SourceUnavailable`). The work happens in tests/sources_inside.py; root only."""
+again"; `SourceUnavailable`). The work happens in tests.source_health_inside.py; root only."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def results() -> dict[str, Any]:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs unshare (util-linux) and ip (iproute2)")
     done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "tests.sources_inside", "--calls", "120"],
+        ["unshare", "-n", sys.executable, "-m", "tests.source_health_inside", "--calls", "120"],
         capture_output=True,
         text=True,
         timeout=120,
