@@ -35,4 +35,11 @@ __all__ = [
     "SourceUnavailable",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it from here
+
+# Tracebacks, reprs and the API reference name a public class by its `__module__`: make it
+# `bindpool.PortsExhausted`, where users import it from, not `bindpool._errors.PortsExhausted`.
+# Pickling still works: pickle finds the class as `bindpool.<name>`.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

@@ -17,20 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import resource
 import socket
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from bindpool import _host
-from bindpool._errors import PortsExhausted
+from bindpool import _config, _host
+from bindpool._errors import ConfigurationError, PortsExhausted
 from bindpool._pool import Pool
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["DemoResult", "Phase", "Progress", "check", "run"]
+__all__ = ["DemoResult", "Phase", "Progress", "block", "check", "check_source", "run"]
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -79,11 +80,12 @@ def block(size: int, source: str) -> range:
     A port another socket holds (a listener, a connection, a TIME_WAIT left by a test run)
     would take from both phases alike and keep bindpool from range x destinations.
     """
+    if size < 1:
+        raise ValueError(f"--ports must be at least 1, not {size}")
+    ipaddress.ip_address(source)  # a name would be resolved once per port tried: refuse it
     ephemeral = _host.ephemeral_range()
     if size > len(ephemeral):
-        raise ValueError(
-            f"--ports {size} exceeds the ephemeral range {ephemeral.start}-{ephemeral.stop - 1}"
-        )
+        raise ValueError(_too_big(size, ephemeral))
     family, _ = _family(source)
     best, fewest = range(ephemeral.stop - size, ephemeral.stop), size + 1
     for stop in range(ephemeral.stop, ephemeral.start + size - 1, -size):
@@ -94,6 +96,10 @@ def block(size: int, source: str) -> range:
         if not used:
             break
     return best
+
+
+def _too_big(size: int, ephemeral: range) -> str:
+    return f"--ports {size} exceeds the ephemeral range {ephemeral.start}-{ephemeral.stop - 1}"
 
 
 def _free(source: str, family: int, port: int) -> bool:
@@ -113,6 +119,9 @@ def check(ports: int, destinations: int) -> list[str]:
     if ports < 1 or destinations < 1:
         problems.append("--ports and --destinations must be at least 1")
         return problems
+    ephemeral = _host.ephemeral_range()
+    if ports > len(ephemeral):
+        problems.append(_too_big(ports, ephemeral))
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = ports * destinations + 2 * destinations + 64
     if soft != resource.RLIM_INFINITY and needed > soft:
@@ -127,6 +136,32 @@ def check(ports: int, destinations: int) -> list[str]:
             f"{somaxconn}: use --ports {somaxconn} or less"
         )
     return problems
+
+
+def check_source(source: str) -> list[str]:
+    """What keeps `source` from being the demo's source IP, in words; empty if nothing.
+
+    The demo runs on loopback, so the hint names the loopback address of the source's family.
+    """
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return [
+            f"--source {source!r} is not an IP address: give a numeric local IP, such as "
+            "127.0.0.2 (any 127.x.y.z) or ::1"
+        ]
+    loopback = "::1" if address.version == 6 else "127.0.0.2 (any 127.x.y.z)"
+    family, _ = _family(source)
+    if not address.is_multicast and not _host.is_local(source, family):
+        return [
+            f"source {source!r} is not an address of this host: the demo runs on "
+            f"loopback, use --source {loopback}"
+        ]
+    try:
+        _config.check_sources([source])
+    except ConfigurationError as exc:
+        return [str(exc)]
+    return []
 
 
 def _family(source: str) -> tuple[int, str]:

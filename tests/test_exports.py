@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import pickle
+import traceback
 
 import bindpool
 from bindpool._errors import combined
@@ -25,6 +27,26 @@ def test_every_export_imports_and_is_documented() -> None:
     for name in bindpool.__all__:
         obj = getattr(bindpool, name)
         assert inspect.getdoc(obj), f"bindpool.{name} has no docstring"
+
+
+def test_public_classes_report_the_public_module() -> None:
+    """Tracebacks, reprs and pickles say `bindpool.PortsExhausted`, where users import it
+    from, not the private module that defines it."""
+    for name in bindpool.__all__:
+        obj = getattr(bindpool, name)
+        assert obj.__module__ == "bindpool", f"bindpool.{name} reports {obj.__module__}"
+    error = bindpool.PortsExhausted(("192.0.2.1", 80), ["127.0.0.2"], 3)
+    last_line = traceback.format_exception(error)[-1]
+    assert last_line.startswith("bindpool.PortsExhausted: [Errno 99] ")
+    assert repr(bindpool.PoolClosed) == "<class 'bindpool.PoolClosed'>"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.errno, str(copy)) == (bindpool.PortsExhausted, 99, str(error))
+    stats = bindpool.Pool(["127.0.0.2"], ports=range(20000, 20010)).statistics()
+    assert type(stats).__module__ == "bindpool"
+    source = stats.sources["127.0.0.2"]
+    assert pickle.loads(pickle.dumps(source)) == source
+    lease = bindpool.Lease("127.0.0.2", 20000, ("127.0.0.1", 80))
+    assert pickle.loads(pickle.dumps(lease)) == lease
 
 
 def test_public_methods_are_documented() -> None:
