@@ -514,8 +514,11 @@ class Pool:
         """A clash: rest what was refused (see `_health.py`), or mark the source down."""
         kind = clash.kind
         if kind == _connector.SOURCE:
+            # Down first: if that was the last lease of a removed source, giving the claim
+            # back forgets the source, health and all.
+            first = self._health.went_down(claim.source)
             self._table.source_gone(claim)
-            if self._health.went_down(claim.source):
+            if first:
                 _log.warning(
                     "source %s is down: bind() says the address is not on this host (%s); "
                     "skipped, and tried again within %.3g s",

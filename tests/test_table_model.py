@@ -11,6 +11,9 @@ The kernel's answers follow the reference's own rules: a refusal rests `first * 
 (handed out from cooling) or not, forgotten after as long again as the rest; a connection
 that gets through clears it. The destination's own port on its own IP is never handed out
 (self-connect). Sources go down and come up; a down source is offered only once due.
+Sources are added and removed: a removed source is never offered, drains while it has live
+claims, and is forgotten (gone from the statistics, its resting state with it) at the last
+release; added back while draining, it keeps its state.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from bindpool._health import CLOSING_REST, HOLD_MAX, PORT_REST, STRANGER_REST, H
 from bindpool._table import PortTable
 from tests.fakes import FakeClock
 
-SOURCES = ("127.0.0.2", "127.0.0.3")
+SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")  # the pool starts with the first one or two
 # The last one is a source's own IP, with a port inside the range: never handed out.
 DESTS = (("127.0.0.1", 7001), ("127.0.0.1", 7002), ("127.0.0.9", 7001), ("127.0.0.2", 50001))
 Key = tuple[str, int, tuple[str, int]]
@@ -61,7 +64,8 @@ class TableMachine(RuleBasedStateMachine):
         seed=st.integers(0, 2**32 - 1),
     )
     def setup(self, nsources: int, nports: int, cooldown: float, seed: int) -> None:
-        self.sources = SOURCES[:nsources]
+        self.sources = list(SOURCES[:nsources])  # active, in the order added
+        self.draining: set[str] = set()
         self.ports = range(50000, 50000 + nports)
         self.cooldown = cooldown
         self.health = Health(self.clock)
@@ -149,6 +153,7 @@ class TableMachine(RuleBasedStateMachine):
         self.strikes.pop((key[0], key[1]), None)
         if self.cooldown:
             self.cooling[key] = self.clock.now + self.cooldown
+        self.ended(key)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
@@ -158,6 +163,7 @@ class TableMachine(RuleBasedStateMachine):
         expected = reference_rest(self.strikes, key, first, self.clock.now)
         assert self.table.clashed(claim) == expected
         self.held[key] = self.clock.now + expected
+        self.ended(key)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
@@ -167,20 +173,62 @@ class TableMachine(RuleBasedStateMachine):
         assert self.table.port_in_use(claim) == expected
         self.held[key] = self.clock.now + expected
         self.blocked[key[0], key[1]] = self.clock.now + expected
+        self.ended(key)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def source_gone(self, data: st.DataObject) -> None:
         """bind() said EADDRNOTAVAIL: the claim ends, nothing rests, the source goes down."""
         key, claim = self._pick(data)
-        self.table.source_gone(claim)
-        self.health.went_down(key[0])
+        self.health.went_down(key[0])  # first, as the pool does
         self.down[key[0]] = self.clock.now + self.health.retry_in(key[0])
+        self.table.source_gone(claim)
+        self.ended(key)
 
-    @rule(source=st.sampled_from(SOURCES))
-    def source_back(self, source: str) -> None:
+    @precondition(lambda self: self.sources)
+    @rule(data=st.data())
+    def source_back(self, data: st.DataObject) -> None:
+        source = data.draw(st.sampled_from(self.sources))
         self.health.came_up(source)
         self.down.pop(source, None)
+
+    @rule(source=st.sampled_from(SOURCES))
+    def add_source(self, source: str) -> None:
+        if source in self.sources:
+            return
+        self.table.add_source(source, self.ports)
+        self.draining.discard(source)
+        self.sources.append(source)
+
+    @precondition(lambda self: self.sources)
+    @rule(data=st.data())
+    def remove_source(self, data: st.DataObject) -> None:
+        source = data.draw(st.sampled_from(self.sources))
+        live = self.table.remove_source(source)
+        assert live == sum(1 for k in self.live if k[0] == source)
+        self.sources.remove(source)
+        if live:
+            self.draining.add(source)
+        else:
+            self.forget(source)
+
+    def forget(self, source: str) -> None:
+        """The table forgot a drained source: its resting state goes with it."""
+        for table in (self.cooling, self.held):
+            for key in [k for k in table if k[0] == source]:
+                del table[key]
+        for key in [k for k in self.blocked if k[0] == source]:
+            del self.blocked[key]
+        for key in [k for k in self.strikes if isinstance(k, tuple) and k[0] == source]:
+            del self.strikes[key]
+        self.down.pop(source, None)
+
+    def ended(self, key: Key) -> None:
+        """A claim ended: a draining source with none left is forgotten."""
+        source = key[0]
+        if source in self.draining and not any(k[0] == source for k in self.live):
+            self.draining.discard(source)
+            self.forget(source)
 
     @rule(seconds=st.sampled_from([0.05, 0.25, 0.5, 1.0, 3.0, 5.0, 7.0, 30.0, 60.0]))
     def advance(self, seconds: float) -> None:
@@ -194,7 +242,8 @@ class TableMachine(RuleBasedStateMachine):
             return
         now = self.clock.now
         stats = self.table.statistics()
-        for source in self.sources:
+        assert set(stats) == set(self.sources) | self.draining
+        for source in stats:
             live = [k for k in self.live if k[0] == source]
             figures = stats[source]
             assert figures.in_use == len(live)
@@ -208,9 +257,12 @@ class TableMachine(RuleBasedStateMachine):
             assert figures.held + figures.closing >= sum(
                 1 for k, u in self.held.items() if k[0] == source and u > now
             )
-            assert figures.state == ("down" if source in self.health.down else "up")
+            if source in self.draining:
+                assert figures.state == "draining"
+            else:
+                assert figures.state == ("down" if source in self.health.down else "up")
         assert all(claim.live for claim in self.live.values())
 
 
-TableMachine.TestCase.settings = settings(max_examples=1000, stateful_step_count=60, deadline=None)
+TableMachine.TestCase.settings = settings(max_examples=400, stateful_step_count=60, deadline=None)
 test_table_matches_reference = TableMachine.TestCase
