@@ -217,10 +217,10 @@ class TableMachine(RuleBasedStateMachine):
         for table in (self.cooling, self.held):
             for key in [k for k in table if k[0] == source]:
                 del table[key]
-        for key in [k for k in self.blocked if k[0] == source]:
-            del self.blocked[key]
-        for key in [k for k in self.strikes if isinstance(k, tuple) and k[0] == source]:
-            del self.strikes[key]
+        for port in [p for s, p in self.blocked if s == source]:
+            del self.blocked[source, port]
+        for gone in [k for k in self.strikes if isinstance(k, tuple) and k[0] == source]:
+            del self.strikes[gone]
         self.down.pop(source, None)
 
     def ended(self, key: Key) -> None:
