@@ -4,8 +4,8 @@ examples work.
 - The site builds with `mkdocs build --strict` from the real `mkdocs.yml` (broken links,
   missing anchors, pages left out of the nav and docstring problems all fail it). While a
   page the nav lists does not exist yet, the build is skipped, naming the page.
-- The API reference shows every name in `__all__` of `bindpool`, `bindpool.aiohttp` and
-  `bindpool.httpx`, each with its docstring.
+- The API reference shows every name in `__all__` of `bindpool`, `bindpool.aiohttp`,
+  `bindpool.httpx` and `bindpool.prometheus`, each with its docstring.
 - Every ```python block in docs/ compiles (top-level `await` allowed: fragments are written
   as if inside a coroutine). Every complete program among them (one that starts an event
   loop at the top level: `asyncio.run(...)`, `uvloop.run(...)`, `runner.run(...)`, or has an
@@ -97,6 +97,7 @@ def first_line(docstring: str | None) -> str:
         ("bindpool", "reference/bindpool/index.html"),
         ("bindpool.aiohttp", "reference/aiohttp/index.html"),
         ("bindpool.httpx", "reference/httpx/index.html"),
+        ("bindpool.prometheus", "reference/prometheus/index.html"),
     ],
 )
 def test_reference_documents_every_public_name(site: Path, module: str, page: str) -> None:
@@ -114,6 +115,7 @@ def test_reference_covers_the_adapters_entry_points() -> None:
     """The names the guides tell people to use are public, so the reference has them."""
     assert "TCPConnector" in importlib.import_module("bindpool.aiohttp").__all__
     assert "AsyncHTTPTransport" in importlib.import_module("bindpool.httpx").__all__
+    assert "Collector" in importlib.import_module("bindpool.prometheus").__all__
 
 
 # -- the examples ------------------------------------------------------------------------------
