@@ -19,6 +19,7 @@ CONTRACT = {
     "ConfigurationError",
     "PoolClosed",
     "PortsExhausted",
+    "SourceUnavailable",
 }
 
 
@@ -79,6 +80,8 @@ def test_pool_signature_matches_the_contract() -> None:
         "on_release",
         "shard",
         "strategy",
+        "select",
+        "wait",
     ]
     defaults = {name: p.default for name, p in parameters.items() if name != "sources"}
     assert defaults == {
@@ -88,6 +91,8 @@ def test_pool_signature_matches_the_contract() -> None:
         "on_release": None,
         "shard": None,
         "strategy": "table",
+        "select": "room",
+        "wait": 0.0,
     }
     assert all(p.kind is p.KEYWORD_ONLY for name, p in parameters.items() if name != "sources")
 
