@@ -45,7 +45,7 @@ __all__ = [
 
 # First rest of a 4-tuple of the pool's own refused while still closing: a loopback peer
 # closes within a millisecond or so, a distant one within a round trip.
-CLOSING_REST = 0.05
+CLOSING_REST = 0.01
 # First rest of a 4-tuple someone else holds: racing processes let go within milliseconds;
 # a real connection is met again at most ~11 times on the way to HOLD_MAX.
 STRANGER_REST = 0.25

@@ -595,7 +595,7 @@ class Pool:
                 f"{attempts} attempts in a row were refused; the last 4-tuples tried are its own, "
                 "released moments "
                 "ago and still closing (the peer has not closed its end yet: FIN_WAIT2); "
-                "they rest a few tens of milliseconds, then work again"
+                "they rest about 10 ms, then work again"
             )
         elif clash is not None:
             at = "connect" if clash.kind == _connector.TUPLE else "bind"

@@ -42,8 +42,8 @@ class SourceStatistics:
             bind): briefly at first, twice as long at each refusal in a row, up to 60 s.
             Always 0 with strategy "kernel", which asks the kernel again every time.
         closing: (port, destination) pairs of the pool's own, released moments ago and
-            refused because they are still closing (FIN_WAIT2): resting a few tens of
-            milliseconds. Always 0 with strategy "kernel".
+            refused because they are still closing (FIN_WAIT2): resting about
+            10 ms. Always 0 with strategy "kernel".
         blocked: ports unusable on this source for a while (EADDRINUSE at bind: a listener,
             or a socket without SO_REUSEADDR, holds them); always 0 with strategy "kernel".
         destinations: destinations this source keeps any state for.
