@@ -5,6 +5,7 @@ Each takes the `data` a benchmark saved and the path to write, and returns that 
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -148,11 +149,14 @@ def throughput(data: dict[str, Any], path: Path) -> Path:
         left.vlines(i, figure["min"], figure["max"], colors="black", linewidth=0.8)
         left.annotate(
             f"{figure['median']:.2f}",
-            (i, figure["max"]),
-            xytext=(0, 3),
+            (i, 0),
+            xytext=(0, 4),
             textcoords="offset points",
             ha="center",
+            va="bottom",
             fontsize=8,
+            color="white",
+            fontweight="bold",
         )
         if not control:
             left.hlines(
@@ -174,10 +178,10 @@ def throughput(data: dict[str, Any], path: Path) -> Path:
             )
             labelled = True
     left.axhline(1.0, color="grey", linewidth=0.8)
-    left.set_xticks(
-        range(len(rows)), [label.replace(" ", "\n", 1) for label, _ in rows], fontsize=7
-    )
-    left.set_ylabel("plain ÷ bindpool, client CPU per connection (> 1: cheaper than plain)")
+    left.set_xticks(range(len(rows)), [textwrap.fill(label, 14) for label, _ in rows], fontsize=7)
+    top = max(row["plain_over_bindpool"]["max"] for _, row in rows)
+    left.set_ylim(0, max(1.3, top * 1.05))
+    left.set_ylabel("plain ÷ bindpool (> 1: bindpool cheaper)")
     left.set_title(
         "Median of per-round ratios; thick: quartiles, thin: min-max; grey: A/A control",
         fontsize=9,
