@@ -64,6 +64,11 @@ def beside(name: str, data: dict[str, Any]) -> list[str]:
     if name == "table":
         memory = data["memory_bytes"]
         return [
+            *(
+                f"in situ, {loop}: {row['us_per_connection']:.2f} us inside the table per "
+                "connection in a real run"
+                for loop, row in data.get("in_situ", {}).items()
+            ),
             f"memory per idle destination: {memory['per_idle_destination_cooling']:.0f} B while "
             f"its 4-tuple cools, {memory['per_idle_destination_after_cooldown']:.1f} B after",
             *(
@@ -380,6 +385,25 @@ def _table(data: dict[str, Any]) -> list[str]:
     ]
     for label, row in cost.items():
         lines.append(_row(label, *(f"{v:.2f}" for v in row.values())))
+    if "in_situ" in data:
+        lines += [
+            "",
+            "In situ: the time inside the table per connection (acquire + release) in a real "
+            "run of `pool.open_connection` against a server, timed by a proxy around the "
+            "pool's table less the proxy's own overhead, median over batches "
+            "(`benchmarks/table.py`, item 4). A real run interleaves each call with a "
+            "connect and a transport, so the table meets cold caches:",
+            "",
+            *_header("loop", "µs per connection in a real run", "tight loop, 0%, 60 s"),
+            *(
+                _row(
+                    loop,
+                    f"{row['us_per_connection']:.2f}",
+                    f"{cost['cooldown 60s']['0%']:.2f}",
+                )
+                for loop, row in data["in_situ"].items()
+            ),
+        ]
     lines += [
         "",
         *_header("memory", "bytes"),
@@ -516,15 +540,19 @@ def markdown(results: dict[str, Payload], run: dict[str, Any]) -> str:
         "make bench        # every benchmark, full size; writes this page and docs/img/*.png",
         "make bench-quick  # smaller sizes, under two minutes; prints each target and verdict",
         "python -m benchmarks.occupancy --quick  # one benchmark on its own",
+        "python -m benchmarks.throughput        # client CPU per connection, the headline",
+        "python -m benchmarks.scale             # the million (root); --quick: 4 x 2000",
         "```",
         "",
         "`capacity` and `occupancy` re-execute themselves in a private network namespace "
         "(`unshare -n`) when run as root, and narrow that namespace's "
         "`net.ipv4.ip_local_port_range` to the R-port block; otherwise (or with "
         "`--mode option`) they narrow each socket with `IP_LOCAL_PORT_RANGE` instead. "
-        "`throughput` runs each of its phases in a fresh namespace when it can (loopback "
-        "only, no setting changed); without root it skips its `local_addr` phase rather than "
-        "leave that many TIME_WAIT sockets on the host.",
+        "`throughput` runs each loop's rounds in a fresh namespace when it can (loopback "
+        "only, no setting changed). `scale` runs only in a private namespace (root): it "
+        "raises `somaxconn` and sets the ephemeral range there, needs about 8 GB of memory "
+        "at full size (it refuses to start without it) and takes about 6 minutes, most of "
+        "them `bind((ip, 0))` crawling to its wall (bounded by `--bind0-seconds`).",
         "",
         "## The machine",
         "",
