@@ -41,17 +41,24 @@ class Target:
         return self.measured <= self.bound if self.at_most else self.measured >= self.bound
 
     def line(self) -> str:
-        mark = "holds" if self.holds else "MISSED"
+        mark = "PASS" if self.holds else "MISS"
         sign = "<=" if self.at_most else ">="
         return (
-            f"  [{mark:>6}] {self.name}: {self.measured:.3g}{self.unit} "
-            f"(target {sign} {self.bound:g}{self.unit})"
+            f"  [{mark}] {self.name}: {_figure(self.measured)}{self.unit} "
+            f"(target {sign} {_figure(self.bound)}{self.unit})"
         )
 
     @classmethod
     def from_json(cls, item: Mapping[str, Any]) -> Target:
         """The Target a results file recorded (its "holds" is recomputed, not trusted)."""
         return cls(**{field.name: item[field.name] for field in fields(cls)})
+
+
+def _figure(value: float) -> str:
+    """3 significant digits; a count (a whole number from 10,000) in full, with commas."""
+    if float(value).is_integer() and abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def median(values: list[float]) -> float:

@@ -5,6 +5,7 @@ Each takes the `data` a benchmark saved and the path to write, and returns that 
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -12,13 +13,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed or wanted
 
 import matplotlib.pyplot as plt  # after the backend is chosen
+import matplotlib.ticker
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from matplotlib.axes import Axes
 
-__all__ = ["capacity", "occupancy", "table", "throughput"]
+__all__ = ["capacity", "occupancy", "scale", "table", "throughput"]
 
 # One colour per method, the same in every plot.
 COLOURS = {
@@ -124,101 +126,150 @@ def capacity(data: dict[str, Any], path: Path) -> Path:
     return _finish(fig, path)
 
 
-THROUGHPUT_ROWS = (
-    ("bindpool", "ratio", "bindpool table"),
-    ("bindpool_kernel", "kernel_ratio", "bindpool kernel"),
-    ("local_addr", "local_addr_ratio", "local_addr"),
-)
-THROUGHPUT_BOUNDS = {"asyncio": 0.95, "uvloop": 0.85}
-
-
 def throughput(data: dict[str, Any], path: Path) -> Path:
-    """Connections per second relative to plain open_connection, on each loop; and rates."""
-    loops = [loop for loop in THROUGHPUT_BOUNDS if loop in data]
-    rows = [row for row in THROUGHPUT_ROWS if all(row[0] in data[loop] for loop in loops)]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.0))
-    width = 0.25
-    left.set_ylim(0, 1.35)  # before the labels, which place themselves by it
-    for index, (_, key, label) in enumerate(rows):
-        xs = [i + (index - 1) * width for i in range(len(loops))]
-        bars = left.bar(
-            xs,
-            [data[loop][key] for loop in loops],
-            width,
-            color=COLOURS[label],
-            hatch="//" if label == "local_addr" else None,
-            alpha=0.85,
+    """Client CPU per connection: plain ÷ bindpool per comparison (median, quartiles,
+    min-max over the rounds), with plain ÷ floor and the target beside each."""
+    rows = list(data["comparisons"].items())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    labelled = False
+    for i, (_, row) in enumerate(rows):
+        figure = row["plain_over_bindpool"]
+        control = "floor" not in row
+        colour = COLOURS["plain"] if control else COLOURS["bindpool table"]
+        left.bar(i, figure["median"], 0.6, color=colour, alpha=0.85)
+        left.errorbar(
+            i,
+            figure["median"],
+            yerr=[[figure["median"] - figure["q1"]], [figure["q3"] - figure["median"]]],
+            fmt="none",
+            ecolor="black",
+            elinewidth=3,
+            capsize=0,
         )
-        _label_bars(left, bars, "{:.2f}", inside=True)
-    for i, loop in enumerate(loops):
-        bound = THROUGHPUT_BOUNDS[loop]
-        left.hlines(
-            bound,
-            i - 1.6 * width,
-            i + 1.6 * width,
-            colors="black",
-            linestyles="--",
-            label="target for bindpool table" if i == 0 else None,
-        )
+        left.vlines(i, figure["min"], figure["max"], colors="black", linewidth=0.8)
         left.annotate(
-            f"≥ {bound}",
-            (i + 1.6 * width, bound),
-            xytext=(2, 0),
+            f"{figure['median']:.2f}",
+            (i, 0),
+            xytext=(0, 4),
             textcoords="offset points",
+            ha="center",
+            va="bottom",
             fontsize=8,
-            va="center",
-            ha="left",
+            color="white",
+            fontweight="bold",
         )
-    for i, loop in enumerate(loops):
-        if "explicit_port_ratio" in data[loop]:
+        if not control:
             left.hlines(
-                data[loop]["explicit_port_ratio"],
-                i - 1.6 * width,
-                i + 1.6 * width,
+                row["plain_over_floor"]["median"],
+                i - 0.35,
+                i + 0.35,
                 colors="#9467bd",
                 linestyles=":",
                 linewidth=2,
-                label="libuv, explicit port, no pool",
+                label=None if labelled else "floor: same path, no pool",
             )
+            left.hlines(
+                row["bound"],
+                i - 0.35,
+                i + 0.35,
+                colors="black",
+                linestyles="--",
+                label=None if labelled else "target",
+            )
+            labelled = True
     left.axhline(1.0, color="grey", linewidth=0.8)
-    left.set_xticks(range(len(loops)), [f"{loop} loop" for loop in loops])
-    left.set_xlim(-0.6, len(loops) - 0.25)
-    left.set_ylabel("connections per second ÷ plain open_connection")
-    left.legend(fontsize=8, loc="upper right")
-    left.set_title("Relative to plain asyncio.open_connection (no bind)", fontsize=10)
+    left.set_xticks(range(len(rows)), [textwrap.fill(label, 14) for label, _ in rows], fontsize=7)
+    top = max(row["plain_over_bindpool"]["max"] for _, row in rows)
+    left.set_ylim(0, max(1.3, top * 1.05))
+    left.set_ylabel("plain ÷ bindpool (> 1: bindpool cheaper)")
+    left.set_title(
+        "Median of per-round ratios; thick: quartiles, thin: min-max; grey: A/A control",
+        fontsize=9,
+    )
+    left.legend(fontsize=8, loc="upper left")
     left.grid(axis="y", alpha=0.3)
 
-    names = [("plain", "plain"), *((name, label) for name, _, label in rows)]
-    step = 0.8 / len(names)
-    for index, (name, label) in enumerate(names):
-        xs = [i + (index - (len(names) - 1) / 2) * step for i in range(len(loops))]
-        bars = right.bar(
-            xs,
-            [data[loop][name] / 1000 for loop in loops],
-            step,
-            label={
-                "plain": "plain open_connection (no bind)",
-                "local_addr": "open_connection(local_addr=(ip, 0)), own phase",
-            }.get(label, f"{label} (pool.open_connection)"),
-            color=COLOURS[label],
-            hatch="//" if label == "local_addr" else None,
-            alpha=0.85,
-        )
-        _label_bars(right, bars, "{:.1f}")
-    right.set_xticks(range(len(loops)), [f"{loop} loop" for loop in loops])
-    right.set_ylabel("thousand connections per second")
-    right.set_title(
-        f"Open + close, {data['connections']} per round, concurrency {data['concurrency']}",
+    loops = list(data["methods"])
+    for j, loop in enumerate(loops):
+        methods = data["methods"][loop]
+        names = list(methods)
+        ys = [j * (len(names) + 1) + k for k in range(len(names))]
+        values = [methods[name]["cpu_us"]["median"] for name in names]
+        colours = [
+            COLOURS["plain"]
+            if name.startswith("plain")
+            else "#9467bd"
+            if name.startswith("floor")
+            else COLOURS["bindpool table"]
+            for name in names
+        ]
+        bars = right.barh(ys, values, color=colours, alpha=0.85)
+        for bar, name in zip(bars, names, strict=True):
+            right.annotate(
+                f"{loop} {name} {bar.get_width():.0f}",
+                (0, bar.get_y() + bar.get_height() / 2),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+                color="white",
+                fontweight="bold",
+            )
+    right.set_yticks([])
+    right.invert_yaxis()
+    right.set_xlabel("client CPU per connection, median (µs)")
+    right.set_title("Each method (grey plain, purple floor, blue bindpool)", fontsize=9)
+    right.grid(axis="x", alpha=0.3)
+    fig.suptitle(
+        f"Client CPU per connection: {data['connections']} connections per method per round, "
+        f"{data['rounds']} rotating rounds, concurrency {data['concurrency']}"
+    )
+    return _finish(fig, path)
+
+
+def scale(data: dict[str, Any], path: Path) -> Path:
+    """Connections held over time from one source IP: bindpool against bind((ip, 0))."""
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    pooled = data["bindpool"]["samples"]
+    bind0 = data["bind0"]["samples"]
+    end = max(pooled[-1][0], bind0[-1][0])
+    ax.plot(
+        [t for t, _ in pooled],
+        [n for _, n in pooled],
+        color=COLOURS["bindpool table"],
+        linewidth=2.4,
+        label=f"bindpool (table), {data['bindpool']['workers']} sharded workers: "
+        f"{data['bindpool']['held']:,} in {data['bindpool']['opened_s']:.0f} s",
+    )
+    ax.plot(
+        [t for t, _ in bind0],
+        [n for _, n in bind0],
+        color=COLOURS["bind(ip, 0)"],
+        linewidth=2.4,
+        label=f"bind((ip, 0)), as asyncio's local_addr: {data['bind0']['held']:,} "
+        f"(stopped by {', '.join(data['bind0']['stopped_by'])})",
+    )
+    ax.hlines(bind0[-1][1], bind0[-1][0], end, colors=COLOURS["bind(ip, 0)"], linestyles=":")
+    ax.axhline(data["expected"], color="black", linestyle="--", linewidth=1)
+    ax.annotate(
+        f"{data['listeners']} listeners × {data['ports']:,} ports = {data['expected']:,}",
+        (0, data["expected"]),
+        xytext=(4, -12),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    ax.set_xlim(0, end * 1.02)
+    ax.set_ylim(0, data["expected"] * 1.08)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.set_xlabel("seconds since the phase began")
+    ax.set_ylabel("connections held at once")
+    ax.set_title(
+        f"Connections from one source IP ({data['source']}), each phase in the same run",
         fontsize=10,
     )
-    right.grid(axis="y", alpha=0.3)
-    top = max(data[loop][name] for loop in loops for name, _ in names)
-    right.set_ylim(0, top / 1000 * 1.15)
-    handles, labels = right.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
-    fig.suptitle(f"Connection throughput, median of {data['rounds']} alternating rounds")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return _finish(fig, path, layout=False)
+    ax.legend(fontsize=8, loc="center right")
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
 
 
 def table(data: dict[str, Any], path: Path) -> Path:

@@ -20,6 +20,7 @@ TITLES = {
     "table": "The port table",
     "sharding": "Several processes on one source",
     "soak": "The soak",
+    "scale": "A million connections from one source IP",
 }
 
 
@@ -39,26 +40,35 @@ def beside(name: str, data: dict[str, Any]) -> list[str]:
             f"{method}: median 99%/0% {row['median_ratio']:.2f}, p99 99%/0% "
             f"{row['p99_ratio']:.2f} ({row['median_us'][0]:.0f} -> {row['median_us'][-1]:.0f} us)"
             for method, row in data["methods"].items()
-        ]
+        ] + (
+            [
+                f"pool.connect (table), {data['big']['range']} ports: median 99%/0% "
+                f"{data['big']['median_ratio']:.2f}"
+            ]
+            if "big" in data
+            else []
+        )
     if name == "throughput":
         return [
-            f"{loop}: bindpool kernel/plain {data[loop]['kernel_ratio']:.3f}; "
+            f"{label}: plain ÷ bindpool {_ratio(row['plain_over_bindpool'])}"
             + (
-                f"libuv explicit port, no pool/plain {data[loop]['explicit_port_ratio']:.3f}; "
-                if "explicit_port_ratio" in data[loop]
-                else ""
+                f", plain ÷ floor {_ratio(row['plain_over_floor'])}, floor ÷ bindpool "
+                f"{_ratio(row['floor_over_bindpool'])}"
+                if "floor" in row
+                else " (A/A control)"
             )
-            + (
-                f"local_addr/plain {data[loop]['local_addr_ratio']:.3f} (a phase of its own)"
-                if "local_addr" in data[loop]
-                else "local_addr not measured (no private namespace)"
-            )
-            for loop in ("asyncio", "uvloop")
-            if loop in data
+            for label, row in data["comparisons"].items()
         ]
+    if name == "scale":
+        return [scale_summary(data)]
     if name == "table":
         memory = data["memory_bytes"]
         return [
+            *(
+                f"in situ, {loop}: {row['us_per_connection']:.2f} us inside the table per "
+                "connection in a real run"
+                for loop, row in data.get("in_situ", {}).items()
+            ),
             f"memory per idle destination: {memory['per_idle_destination_cooling']:.0f} B while "
             f"its 4-tuple cools, {memory['per_idle_destination_after_cooldown']:.1f} B after",
             *(
@@ -169,6 +179,15 @@ def _occupancy(data: dict[str, Any]) -> list[str]:
     for method, row in data["methods"].items():
         cells = [f"{v:.1f}" for v in row["p99_us"]]
         lines.append(_row(method, *cells, f"{row['p99_ratio']:.2f}×"))
+    if "big" in data:
+        big = data["big"]
+        lines += [
+            "",
+            f"The target's sweep: `pool.connect` (strategy table) on a {big['range']:,}-port "
+            f"block, {big['samples']} samples per level: median {big['median_us'][0]:.1f} µs "
+            f"at 0%, {big['median_us'][1]:.1f} µs at 99% (**{big['median_ratio']:.2f}×**); "
+            f"p99 {big['p99_us'][0]:.1f} → {big['p99_us'][1]:.1f} µs.",
+        ]
     lines += ["", "![connect cost vs occupancy](img/occupancy.png)", ""]
     if data["mode"] == "namespace":
         lines += [
@@ -193,70 +212,158 @@ def _occupancy(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _throughput(data: dict[str, Any]) -> list[str]:
-    lines = [
-        f"{data['concurrency']} workers open and close {data['connections']} connections per "
-        f"round to a server in its own process ({data['network']}); {data['rounds']} rounds "
-        "alternate between the methods, each figure is the method's median round. `plain` is "
-        "`asyncio.open_connection` with no source binding; `bindpool` is "
-        "`pool.open_connection` with strategy `table` (on uvloop: libuv binds and connects, "
-        "the native path); `kernel` is strategy `kernel` over the ephemeral range (a socket "
-        "handed to the loop). Each binds its own source IP. On uvloop the same rounds also "
-        "time `loop.create_connection(local_addr=(ip, port))` over a cycle of 10,000 explicit "
-        "ports with no pool: what bindpool's native path asks of libuv, so the gap between "
-        "it and `bindpool` is bindpool's own work per connection.",
-        "",
-        "`local_addr` is `asyncio.open_connection(local_addr=(ip, 0))`, what bindpool "
-        "replaces, measured in a phase of its own against plain again, in a fresh network "
-        "namespace: each of its sockets, bound with bind((ip, 0)), hides its port from every "
-        "automatic pick in the namespace through its TIME_WAIT, which would slow plain's "
-        "connect() and, past the range, make it fail. Its ratio is to that phase's plain. "
-        f"The phase opens {data['rounds'] * data['connections']:,} connections through "
-        "local_addr, from one source IP, in a namespace whose range is Linux's default "
-        "28,232 ports: each TIME_WAIT socket they leave keeps its port from bind((ip, 0)) "
-        "for 60 s, and the more of the range they fill, the longer each bind searches. "
-        "bindpool's table meets the same churn (its range: 10,000 ports) by reusing its "
-        "oldest cooling 4-tuple, which SO_REUSEADDR and TCP timestamps allow at once.",
-        "",
-        *_header(
-            "loop",
-            "plain /s",
-            "bindpool /s",
-            "÷ plain",
-            "kernel /s",
-            "÷ plain",
-            "local_addr /s",
-            "÷ its plain",
-            "explicit port, no pool /s",
-            "÷ plain",
-        ),
-    ]
-    for loop in ("asyncio", "uvloop"):
-        row = data.get(loop)
-        if row is None:
-            continue
-        apart = (
-            (f"{row['local_addr']:.0f}", f"{row['local_addr_ratio']:.3f}")
-            if "local_addr" in row
-            else ("not measured", "")
-        )
+def _ratio(figure: dict[str, float]) -> str:
+    return f"{figure['median']:.3f}"
+
+
+def cpu_ratios(data: dict[str, Any]) -> list[str]:
+    """The headline: client CPU per connection, plain ÷ bindpool and the floors."""
+    lines = _header(
+        "comparison",
+        "plain ÷ bindpool",
+        "quartiles",
+        "min-max",
+        "plain ÷ floor",
+        "floor ÷ bindpool",
+        "target",
+        align="lrrrrrl",
+    )
+    for label, row in data["comparisons"].items():
+        figure = row["plain_over_bindpool"]
+        floor = "floor" in row
         lines.append(
             _row(
-                loop,
-                f"{row['plain']:.0f}",
-                f"{row['bindpool']:.0f}",
-                f"**{row['ratio']:.3f}**",
-                f"{row['bindpool_kernel']:.0f}",
-                f"{row['kernel_ratio']:.3f}",
-                *apart,
-                *(
-                    (f"{row['explicit_port']:.0f}", f"{row['explicit_port_ratio']:.3f}")
-                    if "explicit_port" in row
-                    else ("—", "")
-                ),
+                label,
+                f"**{_ratio(figure)}**" if floor else _ratio(figure),
+                f"{figure['q1']:.3f}-{figure['q3']:.3f}",
+                f"{figure['min']:.3f}-{figure['max']:.3f}",
+                _ratio(row["plain_over_floor"]) if floor else "—",
+                _ratio(row["floor_over_bindpool"]) if floor else "—",
+                (
+                    f"≥ {row['bound']:g}: "
+                    + ("holds" if figure["median"] >= row["bound"] else "**missed**")
+                )
+                if floor
+                else "A/A control: its spread is the instrument's",
             )
         )
-    lines += ["", "![throughput ratios](img/throughput.png)"]
+    return lines
+
+
+def _throughput(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "Client CPU per connection (`time.process_time()` in the client process around a "
+        f"batch of {data['connections']} connections opened and closed, concurrency "
+        f"{data['concurrency']}), against `benchmarks/peer.py`, a bare uvloop server in its "
+        f"own process ({data['network']}). Every method runs one batch per round, "
+        f"{data['rounds']} rounds, in an order that rotates each round; a ratio is taken per "
+        "round (the batches of one round are paired) and the figure is the median over the "
+        "rounds, with quartiles and min-max. Ratios read as in issue 10: plain ÷ bindpool "
+        "above 1 means bindpool costs less CPU than plain (`asyncio.open_connection`, no "
+        "source binding). Each bindpool path has a floor, the same path with no pool "
+        "(`benchmarks/throughput.py` lists them); floor ÷ bindpool is how close bindpool is "
+        "to it. The A/A control runs plain against itself.",
+        "",
+        *cpu_ratios(data),
+        "",
+        "Each method, median over the rounds:",
+        "",
+        *_header("loop", "method", "CPU µs per connection", "connections/s", align="llrr"),
+    ]
+    for loop, methods in data["methods"].items():
+        for name, row in methods.items():
+            lines.append(
+                _row(loop, name, f"{row['cpu_us']['median']:.1f}", f"{row['rate']['median']:.0f}")
+            )
+    lines += ["", "![client CPU per connection](img/throughput.png)"]
+    return lines
+
+
+def scale_summary(data: dict[str, Any]) -> str:
+    pooled, bind0 = data["bindpool"], data["bind0"]
+    return (
+        f"{pooled['held']:,} connections held at once from one source IP "
+        f"({data['listeners']} listeners × {data['ports']:,} ports), opened in "
+        f"{pooled['opened_s']:.0f} s ({pooled['rate']:,.0f}/s) by {pooled['workers']} "
+        f"sharded worker processes; `bind((ip, 0))` reached {bind0['held']:,} "
+        f"(stopped by {', '.join(bind0['stopped_by'])})."
+    )
+
+
+def _scale(data: dict[str, Any]) -> list[str]:
+    time_ = data["time"]
+    lines = [
+        f"One source IP ({data['source']}) against {data['listeners']} listeners that never "
+        f"accept, with the default {data['ports']:,}-port ephemeral range "
+        f"({data['range'][0]}-{data['range'][1]}), in a private network namespace "
+        "(`benchmarks/scale.py`). A process may hold 20,000 files here, so the connections "
+        "live in worker processes forked from the benchmark, each "
+        "`Pool([source], shard=(i, n))` connecting to every listener until its pool says "
+        f"`PortsExhausted`; {data['concurrent']} connect at a time, {data['tasks']} connects "
+        "in flight each (`pool.connect`, asyncio's loop). Three phases, each with fresh "
+        "listeners and torn down before the next: `bind((ip, 0))` (what asyncio's and "
+        "aiohttp's `local_addr` do) until the kernel refuses; the kernel's own rate "
+        "(blocking socket + SO_REUSEADDR + bind(explicit port) + connect, no pool); bindpool.",
+        "",
+        scale_summary(data),
+        "",
+        *_header(
+            "phase",
+            "held",
+            "opened in",
+            "per second",
+            "workers",
+            "kernel Slab per conn.",
+            "workers RSS (PSS)",
+            align="lrrrrrr",
+        ),
+    ]
+    for label, key in (
+        ("bind((ip, 0))", "bind0"),
+        ("kernel's own connect, no pool", "kernel"),
+        ("bindpool", "bindpool"),
+    ):
+        row = data[key]
+        lines.append(
+            _row(
+                label,
+                f"{row['held']:,}",
+                f"{row['opened_s']:.1f} s",
+                f"{row['rate']:,.0f}",
+                row["workers"],
+                f"{row['slab_bytes'] / max(1, row['held']):,.0f} B",
+                f"{row['process_bytes']['rss'] / 2**30:.2f} GiB "
+                f"({row['process_bytes']['pss'] / 2**30:.2f})",
+            )
+        )
+    pooled = data["bindpool"]
+    per_connection = pooled["slab_bytes"] / max(1, pooled["held"])
+    lines += [
+        "",
+        f"Kernel memory: /proc/meminfo's Slab grew by {pooled['slab_bytes'] / 2**30:.2f} GiB "
+        f"while bindpool's connections were held ({per_connection:,.0f} "
+        f"B per connection, both ends); /proc/net/sockstat counted "
+        f"{pooled['sockstat'].get('inuse', 0):,} TCP sockets in use. Tear-down (listeners "
+        f"closed, workers ended): {pooled['teardown_s']:.0f} s.",
+        "",
+        "Where the time went (bindpool phase), CPU per connection in µs:",
+        "",
+        *_header("", "user (Python)", "system (kernel)", align="lrr"),
+        _row("bindpool workers", f"{time_['user_us']:.1f}", f"{time_['system_us']:.1f}"),
+        _row(
+            "the kernel's own connect, no pool",
+            f"{time_['kernel_user_us']:.1f}",
+            f"{time_['kernel_system_us']:.1f}",
+        ),
+        "",
+        f"Worker start-up (fork to a made pool): {time_['startup_s']:.2f} s in all; the "
+        f"parent (sampling, memory guard): {time_['parent_cpu_s']:.1f} s of CPU. The workers "
+        f"and the parent used {time_['busy']:.0%} of the CPU time the wall offered to "
+        f"{min(time_['cores'], data['concurrent'])} workers at once; other work on the host "
+        "had the rest.",
+        "",
+        "![connections held over time](img/scale.png)",
+    ]
     return lines
 
 
@@ -278,6 +385,25 @@ def _table(data: dict[str, Any]) -> list[str]:
     ]
     for label, row in cost.items():
         lines.append(_row(label, *(f"{v:.2f}" for v in row.values())))
+    if "in_situ" in data:
+        lines += [
+            "",
+            "In situ: the time inside the table per connection (acquire + release) in a real "
+            "run of `pool.open_connection` against a server, timed by a proxy around the "
+            "pool's table less the proxy's own overhead, median over batches "
+            "(`benchmarks/table.py`, item 4). A real run interleaves each call with a "
+            "connect and a transport, so the table meets cold caches:",
+            "",
+            *_header("loop", "µs per connection in a real run", "tight loop, 0%, 60 s"),
+            *(
+                _row(
+                    loop,
+                    f"{row['us_per_connection']:.2f}",
+                    f"{cost['cooldown 60s']['0%']:.2f}",
+                )
+                for loop, row in data["in_situ"].items()
+            ),
+        ]
     lines += [
         "",
         *_header("memory", "bytes"),
@@ -365,7 +491,31 @@ SECTIONS = {
     "table": _table,
     "sharding": _sharding,
     "soak": _soak,
+    "scale": _scale,
 }
+
+
+def _headline(results: dict[str, Payload]) -> list[str]:
+    """Client CPU per connection first (the figure that tells ±5%), then the million."""
+    lines = []
+    if "throughput" in results:
+        lines += [
+            "## Headline: client CPU per connection",
+            "",
+            "plain ÷ bindpool, above 1 = bindpool cheaper than plain (section "
+            f"{list(SECTIONS).index('throughput') + 1}):",
+            "",
+            *cpu_ratios(results["throughput"]["data"]),
+            "",
+        ]
+    if "scale" in results:
+        lines += [
+            "## Headline: a million connections from one source IP",
+            "",
+            scale_summary(results["scale"]["data"]),
+            "",
+        ]
+    return lines
 
 
 def markdown(results: dict[str, Payload], run: dict[str, Any]) -> str:
@@ -390,15 +540,19 @@ def markdown(results: dict[str, Payload], run: dict[str, Any]) -> str:
         "make bench        # every benchmark, full size; writes this page and docs/img/*.png",
         "make bench-quick  # smaller sizes, under two minutes; prints each target and verdict",
         "python -m benchmarks.occupancy --quick  # one benchmark on its own",
+        "python -m benchmarks.throughput        # client CPU per connection, the headline",
+        "python -m benchmarks.scale             # the million (root); --quick: 4 x 2000",
         "```",
         "",
         "`capacity` and `occupancy` re-execute themselves in a private network namespace "
         "(`unshare -n`) when run as root, and narrow that namespace's "
         "`net.ipv4.ip_local_port_range` to the R-port block; otherwise (or with "
         "`--mode option`) they narrow each socket with `IP_LOCAL_PORT_RANGE` instead. "
-        "`throughput` runs each of its phases in a fresh namespace when it can (loopback "
-        "only, no setting changed); without root it skips its `local_addr` phase rather than "
-        "leave that many TIME_WAIT sockets on the host.",
+        "`throughput` runs each loop's rounds in a fresh namespace when it can (loopback "
+        "only, no setting changed). `scale` runs only in a private namespace (root): it "
+        "raises `somaxconn` and sets the ephemeral range there, needs about 8 GB of memory "
+        "at full size (it refuses to start without it) and takes about 6 minutes, most of "
+        "them `bind((ip, 0))` crawling to its wall (bounded by `--bind0-seconds`).",
         "",
         "## The machine",
         "",
@@ -416,6 +570,7 @@ def markdown(results: dict[str, Payload], run: dict[str, Any]) -> str:
             + ")",
         ),
         "",
+        *_headline(results),
         "## Targets",
         "",
         *_target_rows(results),

@@ -13,12 +13,23 @@
    cool-down no pick can reach 1.0: when another destination shares a port of the busiest
    and the busiest's connection ends first (half the time, for memoryless lifetimes), the
    cool-down keeps the busiest off that port while the other still holds it.
+4. In situ: the table's cost per connection in a real run. A tight loop keeps the table's
+   data and code in cache; a real run interleaves each acquire and release with a
+   connect, a transport, a server's answers, so both meet cold caches. Here a real pool
+   opens and closes connections (`pool.open_connection` on uvloop's native path and on
+   asyncio, against `benchmarks/peer.py`), and every call the pool makes to its table
+   (acquire, release, and any clash) goes through a proxy that times it with
+   `perf_counter`. The figure is the time inside the table per connection (median over
+   batches), less the proxy's own overhead (measured around a table that does nothing);
+   beside it, the same table's tight-loop figure from (1). No target: it is what the
+   tight loop's <= 2 us becomes in a real run.
 
     python -m benchmarks.table [--quick]
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 import socket
@@ -28,7 +39,10 @@ import tracemalloc
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks._common import Target, arguments, median, percentile, save
+import uvloop
+
+import bindpool
+from benchmarks._common import Target, arguments, median, peer, percentile, save
 from bindpool._table import PortTable
 
 SOURCE = "127.0.0.2"
@@ -60,6 +74,109 @@ def speed(occupancy: float, cooldown: float, batches: int, batch: int) -> float:
     # Correctness, outside the timed loop: the held leases are intact, nothing else live.
     assert table.statistics()[SOURCE].in_use == len(held)
     return median(timings)
+
+
+class Timed:
+    """Forwards the pool's calls to its table, adding up the time spent inside them."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.calls = 0
+
+    def _timed(self, method: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+    def acquire(self, destination: Any, family: int) -> Any:
+        return self._timed(self.inner.acquire, destination, family)
+
+    def release(self, claim: Any) -> None:
+        self._timed(self.inner.release, claim)
+
+    def clashed(self, claim: Any) -> None:
+        self._timed(self.inner.clashed, claim)
+
+    def port_in_use(self, claim: Any) -> None:
+        self._timed(self.inner.port_in_use, claim)
+
+    def statistics(self) -> Any:
+        return self.inner.statistics()
+
+
+class _Nothing:
+    def acquire(self, destination: Any, family: int) -> None:
+        return None
+
+    def release(self, claim: Any) -> None:
+        return None
+
+
+def proxy_overhead(calls: int) -> float:
+    """Seconds the proxy counts per call around a table that does nothing: its two clock
+    reads and a call of an empty method (so the figure less it slightly undercounts)."""
+    timed = Timed(_Nothing())
+    for _ in range(calls):
+        timed.acquire(None, V4)
+        timed.release(None)
+    return timed.seconds / timed.calls
+
+
+IN_SITU_SOURCE = {"asyncio": "127.0.0.72", "uvloop": "127.0.0.73"}
+IN_SITU_PORTS = range(26000, 30000)
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+async def in_situ_batches(
+    loop_name: str, port: int, batches: int, batch: int, concurrency: int
+) -> list[float]:
+    """Seconds inside the table per connection, one figure per batch."""
+    pool = bindpool.Pool([IN_SITU_SOURCE[loop_name]], ports=IN_SITU_PORTS)
+    timed = Timed(pool._table)  # private: the one seam where the pool meets its table
+    pool._table = timed
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            _, writer = await pool.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+
+    per_worker = max(1, batch // concurrency)
+    figures = []
+    for index in range(batches + 1):  # the first batch warms up, untimed
+        await asyncio.sleep(0.05)  # the last batch's sockets have released their leases
+        timed.seconds, timed.calls = 0.0, 0
+        await asyncio.gather(*(worker(per_worker) for _ in range(concurrency)))
+        await asyncio.sleep(0.05)
+        if index:
+            figures.append(timed.seconds / (per_worker * concurrency))
+    stats = pool.statistics()
+    assert stats.in_use == 0, stats
+    assert stats.connects == (batches + 1) * per_worker * concurrency, stats
+    return figures
+
+
+def in_situ(batches: int, batch: int) -> dict[str, dict[str, float]]:
+    """Per loop: table time per connection in a real run (us), and the proxy's overhead."""
+    overhead = proxy_overhead(200_000)
+    figures = {}
+    with peer() as port:
+        for loop_name, factory in LOOPS.items():
+            with asyncio.Runner(loop_factory=factory) as runner:
+                seconds = runner.run(in_situ_batches(loop_name, port, batches, batch, 50))
+            # Two calls per connection (acquire, release), each with the proxy's overhead.
+            figures[loop_name] = {
+                "us_per_connection": (median(seconds) - 2 * overhead) * 1e6,
+                "raw_us_per_connection": median(seconds) * 1e6,
+                "proxy_overhead_us_per_call": overhead * 1e6,
+                "batches": batches,
+                "batch": batch,
+            }
+    return figures
 
 
 def memory_per_lease(destinations: int, per_destination: int) -> float:
@@ -153,12 +270,14 @@ class Sizes:
     steps: int  # events per footprint load
     leases: int  # live leases for memory per lease, one destination
     destinations: int  # idle destinations for memory per idle destination
+    situ_batches: int  # timed batches of real connections, per loop
+    situ_batch: int  # connections per batch
 
 
 SIZES = {
-    "full": Sizes(25, 20_000, 300_000, 20_000, 5_000),
-    "quick": Sizes(9, 5_000, 60_000, 20_000, 5_000),
-    "tiny": Sizes(3, 100, 2_000, 500, 100),
+    "full": Sizes(25, 20_000, 300_000, 20_000, 5_000, 12, 2_000),
+    "quick": Sizes(9, 5_000, 60_000, 20_000, 5_000, 5, 1_000),
+    "tiny": Sizes(3, 100, 2_000, 500, 100, 2, 100),
 }
 
 
@@ -187,6 +306,15 @@ def run(size: str) -> tuple[dict[str, Any], list[Target]]:
                 )
             )
     data["acquire_release_us"] = cost
+
+    situ = in_situ(sizes.situ_batches, sizes.situ_batch)
+    data["in_situ"] = situ
+    for loop_name, row in situ.items():
+        print(
+            f"in situ, {loop_name} pool.open_connection: {row['us_per_connection']:.2f} us "
+            f"inside the table per connection (tight loop at 0%, cooldown 60s: "
+            f"{cost['cooldown 60s']['0%']:.2f} us)"
+        )
 
     spread = sizes.leases // 20  # destinations with 20 leases each
     one = memory_per_lease(1, sizes.leases)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,19 @@ from typing import Any
 
 import pytest
 
-from benchmarks import _netns, _report, capacity, occupancy, run, sharding, soak, table, throughput
+from benchmarks import (
+    _netns,
+    _plots,
+    _report,
+    capacity,
+    occupancy,
+    run,
+    scale,
+    sharding,
+    soak,
+    table,
+    throughput,
+)
 from benchmarks._common import Target, save
 
 ROOT = Path(__file__).parent.parent
@@ -41,15 +54,17 @@ def test_target_holds_on_its_side_of_the_bound(
     target = Target("ratio", measured, bound, at_most)
     assert target.holds is holds
     line = target.line()
-    assert ("holds" in line) is holds
-    assert ("MISSED" in line) is not holds
+    assert ("[PASS]" in line) is holds
+    assert ("[MISS]" in line) is not holds
     assert ("<=" if at_most else ">=") in line
     assert f"{bound:g}" in line
 
 
 def test_target_line_shows_figure_and_unit() -> None:
     line = Target("acquire+release", 2.5, 2.0, True, " us").line()
-    assert line == "  [MISSED] acquire+release: 2.5 us (target <= 2 us)"
+    assert line == "  [MISS] acquire+release: 2.5 us (target <= 2 us)"
+    count = Target("connections held", 1_016_352, 1_000_000, False).line()
+    assert count == "  [PASS] connections held: 1,016,352 (target >= 1,000,000)"
 
 
 def test_target_round_trips_through_json_and_recomputes_its_verdict(tmp_path: Path) -> None:
@@ -128,27 +143,71 @@ def test_occupancy_times_every_level(results: dict[str, Any]) -> None:
         assert len(row["median_us"]) == len(row["p99_us"]) == 4
         assert all(_finite(v) and v > 0 for v in row["median_us"] + row["p99_us"])
         assert row["median_ratio"] == row["median_us"][-1] / row["median_us"][0]
+    big = data["big"]  # the target's own sweep: 0% and 99% of the big block
+    assert (big["range"], big["levels"]) == (sizes.big, [0, 99])
+    assert big["median_ratio"] == big["median_us"][1] / big["median_us"][0]
+    (target,) = results["occupancy"]["targets"]
+    assert target["measured"] == big["median_ratio"]
+    assert (target["bound"], target["at_most"]) == (1.1, True)
 
 
-def test_throughput_compares_on_both_loops(results: dict[str, Any]) -> None:
+def test_throughput_pairs_every_comparison_with_plain_and_its_floor(
+    results: dict[str, Any],
+) -> None:
     data = results["throughput"]["data"]
+    sizes = throughput.SIZES["tiny"]
+    assert data["rounds"] == sizes.rounds
     for loop in ("asyncio", "uvloop"):
-        row = data[loop]
-        for method in ("plain", "bindpool", "bindpool_kernel"):
-            assert _finite(row[method])
-            assert row[method] > 0
-        assert row["ratio"] == row["bindpool"] / row["plain"]
-        assert row["kernel_ratio"] == row["bindpool_kernel"] / row["plain"]
-        assert "local_addr" not in row  # never on the host: its TIME_WAIT hides ports
-    assert data["uvloop"]["explicit_port_ratio"] == (
-        data["uvloop"]["explicit_port"] / data["uvloop"]["plain"]
+        methods = data["methods"][loop]
+        assert list(methods) == throughput.methods(loop)
+        for row in methods.values():
+            for figure in (row["cpu_us"], row["rate"]):
+                assert 0 < figure["min"] <= figure["q1"] <= figure["median"]
+                assert figure["median"] <= figure["q3"] <= figure["max"]
+    comparisons = data["comparisons"]
+    assert {"asyncio A/A control (plain ÷ plain)", "uvloop A/A control (plain ÷ plain)"} < set(
+        comparisons
     )
+    expected = {c.label: c for c in throughput.COMPARISONS}
+    assert set(expected) < set(comparisons)
+    for label, comparison in expected.items():
+        row = comparisons[label]
+        assert (row["bindpool"], row["floor"], row["bound"]) == (
+            comparison.pooled,
+            comparison.floor,
+            comparison.bound,
+        )
+        # The median of per-round ratios lies within the ratios' own range.
+        for key in ("plain_over_bindpool", "plain_over_floor", "floor_over_bindpool"):
+            figure = row[key]
+            assert 0 < figure["min"] <= figure["median"] <= figure["max"]
     names = [t["name"] for t in results["throughput"]["targets"]]
-    assert names == ["throughput bindpool/plain on asyncio", "throughput bindpool/plain on uvloop"]
+    assert sorted(names) == sorted(f"CPU per connection, plain ÷ bindpool: {c}" for c in expected)
+
+
+def test_throughput_ratio_is_the_median_of_paired_rounds() -> None:
+    plain, pooled = [10.0, 20.0, 30.0], [5.0, 40.0, 30.0]  # per-round ratios 2, 0.5, 1
+    figure = throughput.paired(plain, pooled)
+    assert (figure["median"], figure["min"], figure["max"]) == (1.0, 0.5, 2.0)
+    assert figure["q1"] == 0.75
+    assert figure["q3"] == 1.5
+
+
+def test_throughput_rotates_the_order_each_round() -> None:
+    names = throughput.methods("uvloop")
+    assert names[:2] == ["plain", throughput.CONTROL]
+    assert len(names) == len(set(names)) == 8
 
 
 def test_table_reports_speed_memory_footprint(results: dict[str, Any]) -> None:
     data = results["table"]["data"]
+    assert set(data["in_situ"]) == {"asyncio", "uvloop"}
+    for row in data["in_situ"].values():
+        assert _finite(row["raw_us_per_connection"])
+        assert row["raw_us_per_connection"] > 0
+        assert row["us_per_connection"] == pytest.approx(
+            row["raw_us_per_connection"] - 2 * row["proxy_overhead_us_per_call"]
+        )
     assert set(data["acquire_release_us"]) == {"cooldown 0s", "cooldown 60s"}
     assert set(data["footprint"]) == {
         "build-up, no churn",
@@ -162,8 +221,9 @@ def test_report_and_plots_render(results: dict[str, Any], tmp_path: Path) -> Non
     info = {"size": "tiny", "seconds": 1.0, "durations": dict.fromkeys(results, 0.25)}
     written = run.write_docs(results, info | {"uvloop": "x", "load_average": 0.5}, tmp_path)
     page = (tmp_path / "benchmarks.md").read_text()
-    for title in _report.TITLES.values():
-        assert title in page
+    for name, title in _report.TITLES.items():
+        assert (title in page) is (name in results), name  # scale runs in a namespace only
+    assert page.index("## Headline: client CPU per connection") < page.index("## Targets")
     drawn = [name for name in results if name in run.PLOTS]
     for name in drawn:
         assert f"(img/{name}.png)" in page
@@ -219,9 +279,47 @@ def test_capacity_meets_the_wall_in_a_private_namespace(tmp_path: Path) -> None:
 
 
 @pytest.mark.namespace
-def test_throughput_measures_local_addr_apart_in_a_namespace(tmp_path: Path) -> None:
+def test_throughput_runs_in_a_fresh_namespace_per_loop(tmp_path: Path) -> None:
     data = _in_namespace("throughput", tmp_path)
-    assert data["network"].startswith("private network namespaces")
-    for loop in ("asyncio", "uvloop"):
-        row = data[loop]
-        assert row["local_addr_ratio"] == row["local_addr"] / row["local_addr_plain"]
+    assert data["network"].startswith("a fresh private network namespace")
+    assert set(data["methods"]) == {"asyncio", "uvloop"}
+
+
+@pytest.mark.namespace
+def test_scale_holds_every_4_tuple_and_bind0_meets_its_wall(tmp_path: Path) -> None:
+    """The tiny scale run: every (port, listener) pair held through sharded workers;
+    bind((ip, 0)) stops at the range; every worker gone afterwards."""
+    data = _in_namespace("scale", tmp_path)
+    sizes = scale.SIZES["tiny"]
+    ports = len(sizes.ports)
+    assert data["expected"] == ports * sizes.listeners
+    pooled = data["bindpool"]
+    assert pooled["held"] == data["expected"]
+    assert sum(r["held"] for r in pooled["reports"]) == pooled["held"]
+    assert all(r["failures"] == {} and r["retries"] == 0 for r in pooled["reports"])
+    assert pooled["samples"][-1][1] == pooled["held"]
+    assert data["bind0"]["held"] == ports
+    assert data["bind0"]["stopped_by"] == ["EADDRINUSE"]
+    assert data["kernel"]["held"] > 0
+    for phase in ("bind0", "kernel", "bindpool"):
+        assert data[phase]["process_bytes"]["rss"] > 0
+    written = _plots.scale(data, tmp_path / "scale.png")
+    assert written.read_bytes().startswith(b"\x89PNG")
+    section = "\n".join(_report.SECTIONS["scale"](data))
+    assert f"{pooled['held']:,} connections held at once" in section
+    with pytest.raises(ChildProcessError):  # the run reaped every worker it forked
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_scale_plans_workers_within_the_open_file_limit() -> None:
+    connections, workers, room = scale.plan(scale.SIZES["full"], 36)
+    assert connections == 1_016_352
+    assert math.ceil(28_232 / workers) * 36 <= room
+    assert math.ceil(28_232 / (workers - 1)) * 36 > room  # the fewest that fit
+
+
+def test_scale_refuses_to_start_without_the_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = scale.meminfo
+    monkeypatch.setattr(scale, "meminfo", lambda: real() | {"MemAvailable": 2 << 30})
+    with pytest.raises(SystemExit, match=r"need about .* GiB .* MemAvailable is 2\.0 GiB"):
+        scale.run("full", 2, 8, 36, 1.0)
