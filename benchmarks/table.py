@@ -98,11 +98,28 @@ class Timed:
     def release(self, claim: Any) -> None:
         self._timed(self.inner.release, claim)
 
-    def clashed(self, claim: Any) -> None:
-        self._timed(self.inner.clashed, claim)
+    def clashed(self, claim: Any) -> float:
+        seconds: float = self._timed(self.inner.clashed, claim)
+        return seconds
 
-    def port_in_use(self, claim: Any) -> None:
-        self._timed(self.inner.port_in_use, claim)
+    def port_in_use(self, claim: Any) -> float:
+        seconds: float = self._timed(self.inner.port_in_use, claim)
+        return seconds
+
+    def source_gone(self, claim: Any) -> None:
+        self._timed(self.inner.source_gone, claim)
+
+    def remove_source(self, address: str) -> int:
+        live: int = self.inner.remove_source(address)
+        return live
+
+    def resting(self, destination: Any, family: int) -> float | None:
+        due: float | None = self.inner.resting(destination, family)
+        return due
+
+    @property
+    def sources(self) -> Any:
+        return self.inner.sources
 
     def statistics(self) -> Any:
         return self.inner.statistics()

@@ -65,7 +65,8 @@ class _Tls(NamedTuple):
 class _Allocator(Protocol):
     """What the retry policy asks of the port table, or of the kernel strategy's ledger."""
 
-    sources: SourceSet[Any]
+    @property
+    def sources(self) -> SourceSet[Any]: ...
 
     def acquire(self, destination: Destination, family: int) -> Claim | None: ...
     def release(self, claim: Claim) -> None: ...

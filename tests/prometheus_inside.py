@@ -1,7 +1,7 @@
 """Run inside a fresh network namespace by tests/test_prometheus.py (root only).
 
 A pool of two sources with a `bindpool.prometheus.Collector`; one source's address is
-deleted (`ip addr del`, as in tests/sources_inside.py) until the pool marks it down, then
+deleted (`ip addr del`, as in tests.source_health_inside.py) until the pool marks it down, then
 restored until it is up again. For each strategy it prints, as JSON, `<prefix>_source_up`
 per source as a scrape reads it: before, while down, and after, with the state
 `statistics()` gave at each point.
@@ -19,7 +19,7 @@ import prometheus_client
 
 import bindpool
 import bindpool.prometheus
-from tests.sources_inside import GONE, KEPT, ip, loopback_of_single_addresses, once, serve
+from tests.source_health_inside import GONE, KEPT, ip, loopback_of_single_addresses, once, serve
 
 SOURCES = (KEPT, GONE)
 

@@ -263,7 +263,7 @@ def test_a_source_down_reports_0_and_1_again_when_back() -> None:
     results = json.loads(done.stdout)
     assert set(results) == {"table", "kernel"}
     for strategy, phases in results.items():
-        kept, gone = "127.0.0.2", "127.0.0.3"  # tests/sources_inside.py's KEPT and GONE
+        kept, gone = "127.0.0.2", "127.0.0.3"  # tests.source_health_inside.py's KEPT and GONE
         assert phases["before"] == [{kept: 1, gone: 1}, "up"], strategy
         assert phases["down"] == [{kept: 1, gone: 0}, "down"], strategy
         assert phases["after"] == [{kept: 1, gone: 1}, "up"], strategy
