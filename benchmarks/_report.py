@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks import waiting
 from benchmarks._common import Target
 
 __all__ = ["beside", "markdown", "targets"]
@@ -20,6 +21,7 @@ TITLES = {
     "table": "The port table",
     "sharding": "Several processes on one source",
     "soak": "The soak",
+    "waiting": "Waiting for a port instead of failing",
     "scale": "A million connections from one source IP",
 }
 
@@ -83,6 +85,8 @@ def beside(name: str, data: dict[str, Any]) -> list[str]:
             for label, row in data.items()
             if isinstance(row, dict)
         ]
+    if name == "waiting":
+        return waiting.summary(data)
     if name == "soak":
         resident = data["resident_kib"]
         return [
@@ -484,6 +488,30 @@ def _soak(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def _waiting(data: dict[str, Any]) -> list[str]:
+    return [
+        f"{data['workers']:,} workers each make {data['requests']} requests (connect, hold "
+        f"the connection {waiting.HOLD * 1000:.0f} ms, close) to one destination through a "
+        f"{data['ports']:,}-port block: twice as many workers as ports "
+        "(`benchmarks/waiting.py`). Without waiting the excess fails at once with "
+        "`PortsExhausted`; with `wait=30` it waits in line for a release. Both modes "
+        f"interleaved over {data['rounds']} rounds.",
+        "",
+        *_header("mode", "completed", "failed", "completed/s (median)"),
+        *(
+            _row(
+                mode,
+                f"{data[mode]['completed']:,}",
+                f"{data[mode]['failed']:,}",
+                f"{data[mode]['rate']:,.0f}",
+            )
+            for mode in ("wait", "no wait")
+        ),
+        "",
+        f"Completed per second with `wait` ÷ without: {data['rate_ratio']:.3f}.",
+    ]
+
+
 SECTIONS = {
     "capacity": _capacity,
     "occupancy": _occupancy,
@@ -491,6 +519,7 @@ SECTIONS = {
     "table": _table,
     "sharding": _sharding,
     "soak": _soak,
+    "waiting": _waiting,
     "scale": _scale,
 }
 

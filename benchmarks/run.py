@@ -1,4 +1,5 @@
-"""Every benchmark in one run: capacity, occupancy, throughput, table, sharding, soak, scale.
+"""Every benchmark in one run: capacity, occupancy, throughput, table, sharding, soak,
+waiting, scale.
 
 Each runs in its own process (`python -m benchmarks.<name>`), the way it runs alone, and
 saves `benchmarks/results/<name>.json`; this runner then prints every target with its figure
@@ -27,7 +28,16 @@ from benchmarks._common import RESULTS
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
-BENCHMARKS = ("capacity", "occupancy", "throughput", "table", "sharding", "soak", "scale")
+BENCHMARKS = (
+    "capacity",
+    "occupancy",
+    "throughput",
+    "table",
+    "sharding",
+    "soak",
+    "waiting",
+    "scale",
+)
 # Only in a private network namespace (root): they set sysctls no benchmark sets on the host.
 NAMESPACED = ("scale",)
 PLOTS = {

@@ -77,15 +77,14 @@ async def main_async(size: str, port: int) -> dict[str, Any]:
     } | {"workers": workers, "ports": ports, "requests": requests, "rounds": rounds}
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = arguments(__doc__, argv)
-    deadline(600)
-    workers = SIZES[args.size][0]
+def run(size: str) -> tuple[dict[str, Any], list[Target]]:
+    """The load at one of the sizes, both modes interleaved: figures and targets."""
+    workers = SIZES[size][0]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < workers * 2 + 100:  # the server has its own process and limit
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, workers * 2 + 100), hard))
     with peer() as port:
-        data = uvloop.run(main_async(args.size, port))
+        data = uvloop.run(main_async(size, port))
     waited, failed_fast = data["wait"], data["no wait"]
     ratio = waited["rate"] / failed_fast["rate"]
     data["rate_ratio"] = ratio
@@ -93,23 +92,29 @@ def main(argv: list[str] | None = None) -> None:
         f"waiting: {data['workers']} workers, {data['ports']} ports, "
         f"{data['requests']} requests each, {data['rounds']} rounds"
     )
-    for mode in ("wait", "no wait"):
-        figures = data[mode]
-        print(
-            f"  {mode:>7}: {figures['completed']:,} completed, {figures['failed']:,} failed, "
-            f"{figures['rate']:,.0f} completed/s (median; rounds: "
-            f"{', '.join(f'{r:,.0f}' for r in figures['rates'])})"
-        )
-    print(f"  completed/s with wait / without: {ratio:.3f}")
-    save(
-        "waiting",
-        data,
-        [
-            Target("requests failed with wait", waited["failed"], 0, at_most=True),
-            Target("completed/s with wait / without", ratio, 0.9, at_most=False),
-        ],
-        args.results,
-    )
+    for line in summary(data):
+        print(f"  {line}")
+    return data, [
+        Target("requests failed with wait", waited["failed"], 0, at_most=True),
+        Target("completed/s with wait / without", ratio, 0.9, at_most=False),
+    ]
+
+
+def summary(data: dict[str, Any]) -> list[str]:
+    """One line per mode, then the ratio: for the console and the runner."""
+    lines = [
+        f"{mode}: {data[mode]['completed']:,} completed, {data[mode]['failed']:,} failed, "
+        f"{data[mode]['rate']:,.0f} completed/s (median of rounds: "
+        f"{', '.join(f'{r:,.0f}' for r in data[mode]['rates'])})"
+        for mode in ("wait", "no wait")
+    ]
+    return [*lines, f"completed/s with wait / without: {data['rate_ratio']:.3f}"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__, argv)
+    deadline(600)
+    save("waiting", *run(args.size), args.results)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from benchmarks import (
     soak,
     table,
     throughput,
+    waiting,
 )
 from benchmarks._common import Target, save
 
@@ -99,6 +100,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "table": _payload("table", *table.run("tiny"), where),
         "sharding": _payload("sharding", *sharding.run("tiny"), where),
         "soak": _payload("soak", *soak.run("tiny"), where),
+        "waiting": _payload("waiting", *waiting.run("tiny"), where),
     }
 
 
@@ -323,3 +325,13 @@ def test_scale_refuses_to_start_without_the_memory(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(scale, "meminfo", lambda: real() | {"MemAvailable": 2 << 30})
     with pytest.raises(SystemExit, match=r"need about .* GiB .* MemAvailable is 2\.0 GiB"):
         scale.run("full", 2, 8, 36, 1.0)
+
+
+def test_waiting_completes_every_request_and_reports_both_modes(results: dict[str, Any]) -> None:
+    data = results["waiting"]["data"]
+    workers, _, requests, rounds = waiting.SIZES["tiny"]
+    total = workers * requests * rounds
+    assert (data["wait"]["completed"], data["wait"]["failed"]) == (total, 0)
+    assert data["no wait"]["completed"] + data["no wait"]["failed"] == total
+    assert data["no wait"]["failed"] > 0  # twice as many workers as ports: the excess fails
+    assert _finite(data["rate_ratio"])
