@@ -217,6 +217,17 @@ class Pool:
             OSError: the connection failed (refused, unreachable, name not found...); for
                 several addresses, one error naming each address's failure, as asyncio's.
         """
+        if (
+            type(host) is str  # the common call, checked cheaply (about 1 us less)
+            and host
+            and type(port) is int
+            and 0 < port < 65536
+            and timeout is None
+            and happy_eyeballs_delay is None
+            and interleave is None
+            and not self._closed
+        ):
+            return cast("PooledSocket", await self._dial(host, port, None, None))
         eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
         return cast("PooledSocket", await self._dial(host, port, timeout, None, eyeballs))
 
@@ -241,16 +252,33 @@ class Pool:
         `connect()` for it and `interleave`). Raises what `connect()` raises, and TLS
         errors; the lease is back by then.
         """
-        eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
-        name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigurationError(f"limit must be an int >= 1 (bytes), not {limit!r}")
+        if (
+            type(host) is str  # the common call, checked cheaply (about 1.5 us less)
+            and host
+            and type(port) is int
+            and 0 < port < 65536
+            and timeout is None
+            and ssl is None
+            and server_hostname is None
+            and ssl_handshake_timeout is None
+            and limit == 65536
+            and type(limit) is int
+            and happy_eyeballs_delay is None
+            and interleave is None
+            and not self._closed
+        ):
+            eyeballs, name = None, None
+        else:
+            eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
+            name = _config.check_tls(host, ssl, server_hostname, ssl_handshake_timeout)
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ConfigurationError(f"limit must be an int >= 1 (bytes), not {limit!r}")
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         transport: asyncio.Transport
         if not ssl and self._ledger is None and _connector.has_native_connect(loop):
             # uvloop binds and connects in C; the stream protocol itself holds the lease.
-            leased = LeasedStreamProtocol(reader, loop)
+            leased = LeasedStreamProtocol(reader, loop=loop)
             transport = await self._dial(host, port, timeout, leased, eyeballs)  # type: ignore[assignment]
             protocol: asyncio.StreamReaderProtocol = leased
         else:
@@ -342,8 +370,13 @@ class Pool:
         the loop's native connect (or, for a race or a scoped IPv6 address, a hand-over).
         """
         targets = _resolve.literal(host, port)
-        if timeout is None and targets is not None and targets[0][0] in self._families:
-            return self._one(asyncio.get_running_loop(), targets[0], protocol)
+        if timeout is None and targets is not None:
+            target = targets[0]  # an IP literal: one address
+            address = target[1]
+            if target[0] in self._families and (
+                protocol is None or len(address) < 4 or not address[3]  # no scope id: _one
+            ):
+                return self._retry(asyncio.get_running_loop(), target, protocol)
         return self._dial_generally(host, port, timeout, protocol, targets, eyeballs)
 
     async def _dial_generally(
@@ -460,9 +493,17 @@ class Pool:
                     sock._adopt(claim, self)  # no await since the connect: nothing between
                     result: PooledSocket | asyncio.Transport = sock
                 else:
-                    result = await _connector.attempt_native(
-                        loop, protocol, claim.source, claim.port, address
-                    )
+                    # uvloop binds and connects in C; the protocol is its own factory. Inline,
+                    # not a helper coroutine: a frame less on every resumption.
+                    try:
+                        result, _ = await loop.create_connection(
+                            protocol, address[0], address[1], local_addr=(claim.source, claim.port)
+                        )
+                    except OSError as exc:
+                        error = _connector.native_error(exc, claim.source, claim.port)
+                        if error is exc:
+                            raise
+                        raise error from exc
                     protocol._adopt(claim, self)
             except _connector.Clash as exc:
                 clash = exc

@@ -31,11 +31,14 @@ class LeasedStreamProtocol(asyncio.StreamReaderProtocol):
     """A `StreamReaderProtocol` that gives its adopted lease back once the connection is
     lost, or when it is collected without having been told."""
 
-    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(reader, loop=loop)
-        self._claim: Claim | None = None
-        self._owner: LeaseOwner | None = None
-        self._lost = False
+    # Class-level defaults instead of an __init__ of its own: one call less per connection.
+    _claim: Claim | None = None
+    _owner: LeaseOwner | None = None
+    _lost = False
+
+    def __call__(self) -> LeasedStreamProtocol:
+        """Its own factory, for `loop.create_connection()`: no closure per connection."""
+        return self
 
     def _adopt(self, claim: Claim, owner: LeaseOwner) -> None:
         """Own the lease from now on. If the connection is already gone, give it back.
