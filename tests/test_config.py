@@ -26,6 +26,7 @@ import bindpool
 from bindpool import _config, _host, _resolve
 from tests import badinput_inside
 from tests.conftest import DEST, SOURCE
+from tests.netns import inside
 
 ROOT = Path(__file__).parent.parent
 HUGE = 10**400  # past float range: float() raises OverflowError
@@ -581,21 +582,7 @@ async def test_closed_pool(released: list[bindpool.Lease], no_fd_leak: None) -> 
 def test_broadcast_sources_are_refused_however_the_kernel_made_them(no_fd_leak: None) -> None:
     """Subnet broadcasts the kernel adds, an explicit `brd`, and not a mere ".255": in a
     private network namespace, where a test may add addresses. bind() takes every one."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: addresses are added only inside a private network namespace")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "tests.badinput_inside", "broadcast"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    if done.returncode and "unshare" in done.stderr:
-        pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = inside("tests.badinput_inside", "broadcast", why="addresses are added", timeout=60)
     sources = report["sources"]
     assert set(sources) == set(badinput_inside.BROADCAST_CASES)
     for address, what in badinput_inside.BROADCAST_CASES.items():

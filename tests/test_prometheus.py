@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +27,7 @@ import bindpool
 import bindpool.prometheus
 from bindpool.prometheus import Collector, _source_up
 from tests.conftest import SOURCE, PoolMaker
+from tests.netns import inside
 
 OTHER = "127.0.0.3"
 
@@ -245,22 +243,7 @@ def test_source_up_follows_the_state(state: Any, up: int) -> None:
 @pytest.mark.namespace
 def test_a_source_down_reports_0_and_1_again_when_back() -> None:
     """A real "down": the source's address deleted inside a private network namespace."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: addresses come and go only inside a private network namespace")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "tests.prometheus_inside"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
-        check=False,
-    )
-    if done.returncode and "unshare" in done.stderr:
-        pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
+    results = inside("tests.prometheus_inside", why="addresses come and go")
     assert set(results) == {"table", "kernel"}
     for strategy, phases in results.items():
         kept, gone = "127.0.0.2", "127.0.0.3"  # tests.source_health_inside.py's KEPT and GONE

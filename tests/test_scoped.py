@@ -9,35 +9,19 @@ calls run in one (`unshare -n`, as root; tests/scoped_inside.py); elsewhere this
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.netns import inside
 
 pytestmark = pytest.mark.namespace
 
 
 def inside_a_namespace() -> dict[str, Any]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: a link-local address may only be added in a private namespace")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "tests.scoped_inside"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).parent.parent,
+    report: dict[str, Any] = inside(
+        "tests.scoped_inside", why="a link-local address may be added", timeout=60
     )
-    if done.returncode and "unshare" in done.stderr:
-        pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
     return report
 
 

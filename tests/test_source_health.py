@@ -4,36 +4,20 @@ again"; `SourceUnavailable`). The work happens in tests.source_health_inside.py;
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.netns import inside
 
 pytestmark = pytest.mark.namespace
 
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: addresses come and go only inside a private network namespace")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "tests.source_health_inside", "--calls", "120"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parent.parent,
+    parsed: dict[str, Any] = inside(
+        "tests.source_health_inside", "--calls", "120", why="addresses come and go"
     )
-    if done.returncode and "unshare" in done.stderr:
-        pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    parsed: dict[str, Any] = json.loads(done.stdout)
     return parsed
 
 

@@ -7,34 +7,17 @@ place a test may change that sysctl: `unshare -n`, as root. Elsewhere it is skip
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.netns import inside
 
 pytestmark = pytest.mark.namespace
 
 
 def inside_a_namespace() -> dict[str, dict[str, int]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: sysctls change only inside a private network namespace")
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare (util-linux) and ip (iproute2)")
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "tests.time_wait_inside"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).parent.parent,
+    results: dict[str, dict[str, int]] = inside(
+        "tests.time_wait_inside", why="sysctls change", timeout=60
     )
-    if done.returncode and "unshare" in done.stderr:
-        pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
-    assert done.returncode == 0, done.stderr
-    results: dict[str, dict[str, int]] = json.loads(done.stdout)
     return results
 
 
