@@ -1,83 +1,39 @@
-"""The pool: resolve, ask the table for a 4-tuple, attempt, retry on a clash, hand over.
+"""The pool: the public surface of bindpool.
 
-Ownership. A claim belongs to the retry loop from `acquire()` until the attempt succeeds;
-then what the attempt made adopts it: a `PooledSocket` gives it back when closed, detached
-or collected; on uvloop's native path, the `LeasedStreamProtocol` when the connection is
-lost. On every other way out (refused, timeout, cancellation, any exception) the loop gives
-it back itself before the error propagates. A clash gives the 4-tuple back to the table as
-resting, not as a lease: no `on_release` call, one more in `retries`.
-
-Reading the kernel's answers (`_connector.Clash`, rests in `_health.py`): a refused
-4-tuple or port rests as long as the evidence warrants and the loop moves on to another; a
-source whose address left the host goes down and the loop moves on to another source; when
-no source of the family is up, the call fails as `SourceUnavailable`. Each decision is
-logged on logger "bindpool" (DEBUG; WARNING when a source goes down).
+A `Pool` checks its arguments, builds its allocator (the port table, or the kernel
+strategy's ledger), and hands each connect to its `Dialer` (`_dialer.py`), which resolves,
+races or tries the addresses, runs the retry policy around single attempts and reads the
+kernel's answers. Here too: statistics, the living set of sources (`add_source`,
+`remove_source` and their drain), closing, and what a pool refuses (pickling, copying).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
-import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar, cast
 
-from bindpool import _config, _connector, _race, _resolve, _select
-from bindpool._errors import (
-    ConfigurationError,
-    PoolClosed,
-    PortsExhausted,
-    SourceUnavailable,
-    combined,
-    no_source_for,
-)
+from bindpool import _config, _connector, _race, _select
+from bindpool._dialer import Allocator, Dialer, Tls
+from bindpool._errors import ConfigurationError, PoolClosed
 from bindpool._health import Health
 from bindpool._ledger import KernelLedger
 from bindpool._protocol import LeasedStreamProtocol
-from bindpool._table import PortTable, family_of
-from bindpool._types import Lease, PoolStatistics, SourceStatistics
+from bindpool._table import PortTable
+from bindpool._types import Lease, PoolStatistics
 from bindpool._waiters import Waiters
 
 if TYPE_CHECKING:
     import ssl as _ssl
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Callable, Iterable
     from types import TracebackType
 
-    from bindpool._claim import Claim, Destination
     from bindpool._socket import PooledSocket
-    from bindpool._sources import SourceSet
 
 __all__ = ["Pool"]
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
-
-
-class _Tls(NamedTuple):
-    """What a TLS connection needs besides the socket, as asyncio takes it."""
-
-    context: _ssl.SSLContext | bool
-    server_hostname: str | None
-    handshake_timeout: float | None
-
-
-class _Allocator(Protocol):
-    """What the retry policy asks of the port table, or of the kernel strategy's ledger."""
-
-    @property
-    def sources(self) -> SourceSet[Any]: ...
-
-    def acquire(self, destination: Destination, family: int) -> Claim | None: ...
-    def release(self, claim: Claim) -> None: ...
-    def clashed(self, claim: Claim) -> float: ...
-    def port_in_use(self, claim: Claim) -> float: ...
-    def source_gone(self, claim: Claim) -> None: ...
-    def remove_source(self, address: str) -> int: ...
-    def resting(self, destination: Destination, family: int) -> float | None: ...
-    def statistics(self) -> dict[str, SourceStatistics]: ...
-
-
 _log = logging.getLogger("bindpool")
 
 
@@ -140,38 +96,27 @@ class Pool:
         if wait is None:
             raise ConfigurationError("wait must be a number of seconds >= 0 (0: do not wait)")
         self._config = config
-        self._wait = float(wait)
-        self._health = Health(time.monotonic)
+        health = Health(time.monotonic)
         selector = _select.Selector(_select.check(select))
-        self._table: _Allocator
-        self._ledger: KernelLedger | None = None
+        table: Allocator
+        ledger: KernelLedger | None = None
         if config.strategy == "kernel":
-            self._ledger = KernelLedger(
-                dict.fromkeys(config.sources, len(config.ports)),
-                health=self._health,
-                select=selector,
+            table = ledger = KernelLedger(
+                dict.fromkeys(config.sources, len(config.ports)), health=health, select=selector
             )
-            self._table = self._ledger
-            self._options = _connector.kernel_picks(config.span)
+            options = _connector.kernel_picks(config.span)
         else:
-            self._table = PortTable(
+            table = PortTable(
                 dict.fromkeys(config.sources, config.ports),
                 cooldown=config.cooldown,
-                health=self._health,
+                health=health,
                 select=selector,
             )
-            self._options = _connector.SHARE_PORT
-        self._table.sources.on_drained = self._drained
-        self._sources = list(config.sources)  # active: not removed
-        self._families: dict[int, tuple[str, ...]] = {}
-        self._refamily()
-        self._waiters = Waiters()
+            options = _connector.SHARE_PORT
+        table.sources.on_drained = self._drained
+        self._dialer = Dialer(config, table, ledger, options, health, Waiters(), float(wait))
         self._drains: dict[str, asyncio.Future[None]] = {}
-        self._on_release = config.on_release
         self._closed = False
-        self._connects = 0
-        self._retries = 0
-        self._exhausted = 0
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -227,9 +172,9 @@ class Pool:
             and interleave is None
             and not self._closed
         ):
-            return cast("PooledSocket", await self._dial(host, port, None, None))
+            return cast("PooledSocket", await self._dialer.dial(host, port, None, None))
         eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
-        return cast("PooledSocket", await self._dial(host, port, timeout, None, eyeballs))
+        return cast("PooledSocket", await self._dialer.dial(host, port, timeout, None, eyeballs))
 
     async def open_connection(
         self,
@@ -276,15 +221,17 @@ class Pool:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         transport: asyncio.Transport
-        if not ssl and self._ledger is None and _connector.has_native_connect(loop):
+        if not ssl and self._dialer.ledger is None and _connector.has_native_connect(loop):
             # uvloop binds and connects in C; the stream protocol itself holds the lease.
             leased = LeasedStreamProtocol(reader, loop=loop)
-            transport = await self._dial(host, port, timeout, leased, eyeballs)  # type: ignore[assignment]
+            transport = await self._dialer.dial(host, port, timeout, leased, eyeballs)  # type: ignore[assignment]
             protocol: asyncio.StreamReaderProtocol = leased
         else:
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-            tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
-            transport = await self._hand_over(loop, protocol, host, port, timeout, tls, eyeballs)
+            tls = Tls(ssl, name, ssl_handshake_timeout) if ssl else None
+            transport = await self._dialer.hand_over(
+                loop, protocol, host, port, timeout, tls, eyeballs
+            )
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def create_connection(
@@ -315,9 +262,9 @@ class Pool:
         # Made before any port is taken: a factory error costs nothing, and a clash retries
         # before the protocol has seen anything.
         protocol = protocol_factory()
-        tls = _Tls(ssl, name, ssl_handshake_timeout) if ssl else None
+        tls = Tls(ssl, name, ssl_handshake_timeout) if ssl else None
         loop = asyncio.get_running_loop()
-        transport = await self._hand_over(loop, protocol, host, port, timeout, tls, eyeballs)
+        transport = await self._dialer.hand_over(loop, protocol, host, port, timeout, tls, eyeballs)
         return transport, protocol
 
     def _check_call(
@@ -334,352 +281,18 @@ class Pool:
         _config.check_timeout(timeout)
         return _race.check(happy_eyeballs_delay, interleave)
 
-    async def _hand_over(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        protocol: asyncio.BaseProtocol,
-        host: str,
-        port: int,
-        timeout: float | None,
-        tls: _Tls | None,
-        eyeballs: _race.Eyeballs | None,
-    ) -> asyncio.Transport:
-        """Connect a socket, then give it to the loop. TLS goes this way, so that `timeout`
-        ends with the connect and the handshake has `ssl_handshake_timeout` to itself."""
-        sock = cast("PooledSocket", await self._dial(host, port, timeout, None, eyeballs))
-        return await _handed_over(loop, protocol, sock, tls)
-
-    # -- one connection: resolve, then the retry policy around single attempts -----------------
-    #
-    # `_dial` is a plain function that returns the coroutine to await:
-    # for an IP literal without a timeout (the hot path), `open_connection` then awaits the
-    # retry loop directly. Each coroutine frame in between is passed through on every
-    # resumption; on uvloop, three of them cost ~15% of the connect rate.
-
-    def _dial(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None,
-        protocol: LeasedStreamProtocol | None,
-        eyeballs: _race.Eyeballs | None = None,
-    ) -> Awaitable[PooledSocket | asyncio.Transport]:
-        """Resolve, then try each address in turn or race them; all within `timeout`.
-
-        With `protocol` None the result is a socket; else a transport for `protocol`, made by
-        the loop's native connect (or, for a race or a scoped IPv6 address, a hand-over).
-        """
-        targets = _resolve.literal(host, port)
-        if timeout is None and targets is not None:
-            target = targets[0]  # an IP literal: one address
-            address = target[1]
-            if target[0] in self._families and (
-                protocol is None or len(address) < 4 or not address[3]  # no scope id: _one
-            ):
-                return self._retry(asyncio.get_running_loop(), target, protocol)
-        return self._dial_generally(host, port, timeout, protocol, targets, eyeballs)
-
-    async def _dial_generally(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None,
-        protocol: LeasedStreamProtocol | None,
-        targets: tuple[_resolve.Target, ...] | None,
-        eyeballs: _race.Eyeballs | None,
-    ) -> PooledSocket | asyncio.Transport:
-        """Names, several addresses, a timeout: the general case of `_dial`."""
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline if timeout is not None else contextlib.nullcontext():
-                loop = asyncio.get_running_loop()
-                if targets is None:
-                    targets = await _resolve.resolve(loop, host, port)
-                usable = [t for t in targets if t[0] in self._families]
-                if not usable:
-                    raise no_source_for(host, (t[0] for t in targets), self._sources)
-                if eyeballs is not None:  # else in the resolver's order, as asyncio does
-                    usable = _race.order(usable, _family, eyeballs)
-                if eyeballs is None or eyeballs.delay is None or len(usable) == 1:
-                    errors: list[OSError] = []
-                    for target in usable:
-                        try:
-                            return await self._one(loop, target, protocol)
-                        except OSError as exc:
-                            errors.append(exc)
-                    raise combined(errors)
-                # One protocol cannot receive several transports: race sockets, hand over one.
-                sock = await _race.race(
-                    (functools.partial(self._retry, loop, target, None) for target in usable),
-                    eyeballs.delay,
-                    _close,
-                )
-                if protocol is None:
-                    return sock
-                return await _handed_over(loop, protocol, cast("PooledSocket", sock), None)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            self._timed_out(host, port, timeout)
-
-    def _timed_out(self, host: str, port: int, timeout: float | None) -> NoReturn:
-        """asyncio.timeout's TimeoutError says nothing: say what timed out."""
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise TimeoutError(
-            f"connecting to {where} from {', '.join(self._sources)} timed out "
-            f"after {timeout} s (timeout=)"
-        ) from None
-
-    def _one(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        target: _resolve.Target,
-        protocol: LeasedStreamProtocol | None,
-    ) -> Awaitable[PooledSocket | asyncio.Transport]:
-        """One address. uvloop's native connect takes only (host, port) and would lose an
-        IPv6 scope id (fe80::1%eth0): such an address goes through a socket hand-over."""
-        address = target[1]
-        if protocol is None or len(address) < 4 or not address[3]:
-            return self._retry(loop, target, protocol)
-        return self._scoped(loop, target, protocol)
-
-    async def _scoped(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        target: _resolve.Target,
-        protocol: asyncio.BaseProtocol,
-    ) -> asyncio.Transport:
-        sock = cast("PooledSocket", await self._retry(loop, target, None))
-        return await _handed_over(loop, protocol, sock, None)
-
-    async def _retry(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        target: _resolve.Target,
-        protocol: LeasedStreamProtocol | None,
-    ) -> PooledSocket | asyncio.Transport:
-        """The retry policy: another port after a clash, at most `max_attempts` tries.
-
-        Each attempt hands the claim to what it made: the socket, or on the native path
-        the stream protocol, which gives it back when the connection is lost.
-        """
-        table = self._table
-        family, address, key = target
-        clash: _connector.Clash | None = None
-        avoid: frozenset[str] | None = None  # strategy "kernel": sources full for key now
-        waited = False  # in line for a release already (`wait=`)
-        for attempts in range(self._config.max_attempts):
-            if self._waiters.queues and key in self._waiters.queues:
-                claim = None  # others wait for this destination: in line behind them
-            elif avoid is None:
-                claim = table.acquire(key, family)
-            else:
-                claim = cast("KernelLedger", table).acquire(key, family, avoid)
-            if claim is None:
-                claim = await self._queue(key, family, attempts, clash, waited)
-                waited = True
-            try:
-                if protocol is None:
-                    ledger = self._ledger  # the kernel picks the port: the ledger records it
-                    sock = await _connector.attempt(
-                        loop,
-                        family,
-                        self._options,
-                        claim.source,
-                        claim.port,
-                        address,
-                        None if ledger is None else functools.partial(ledger.bound, claim),
-                    )
-                    sock._adopt(claim, self)  # no await since the connect: nothing between
-                    result: PooledSocket | asyncio.Transport = sock
-                else:
-                    # uvloop binds and connects in C; the protocol is its own factory. Inline,
-                    # not a helper coroutine: a frame less on every resumption.
-                    try:
-                        result, _ = await loop.create_connection(
-                            protocol, address[0], address[1], local_addr=(claim.source, claim.port)
-                        )
-                    except OSError as exc:
-                        error = _connector.native_error(exc, claim.source, claim.port)
-                        if error is exc:
-                            raise
-                        raise error from exc
-                    protocol._adopt(claim, self)
-            except _connector.Clash as exc:
-                clash = exc
-                self._refused(claim, exc)
-                if self._ledger is not None and exc.kind == _connector.TUPLE:
-                    avoid = (avoid or frozenset()) | {claim.source}
-                continue
-            except BaseException:
-                if self._health.probing:
-                    self._bound(claim.source)  # the bind worked: the address is back
-                self._give_back(claim)
-                raise
-            if self._health.probing:
-                self._bound(claim.source)
-            self._connects += 1
-            return result
-        raise self._no_claim(key, family, self._config.max_attempts, clash)
-
-    async def _queue(
-        self,
-        key: Destination,
-        family: int,
-        attempts: int,
-        clash: _connector.Clash | None,
-        waited: bool,
-    ) -> Claim:
-        """No 4-tuple is free for `key`: wait for a release (`wait=`), else fail."""
-        if not self._wait or self._all_down(family):
-            raise self._no_claim(key, family, attempts, clash)
-        try:
-            return await self._waiters.wait(
-                key,
-                self._wait,
-                functools.partial(self._table.acquire, key, family),
-                functools.partial(self._table.resting, key, family),
-                first=waited,
-            )
-        except TimeoutError:
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                raise  # the caller's own timeout, not ours
-            raise self._no_claim(key, family, attempts, clash) from None
-
-    def _all_down(self, family: int) -> bool:
-        sources = self._families.get(family, ())
-        return bool(sources) and all(ip in self._health.down for ip in sources)
-
-    # -- what the kernel said, and what the pool makes of it ------------------------------------
-
-    def _refused(self, claim: Claim, clash: _connector.Clash) -> None:
-        """A clash: rest what was refused (see `_health.py`), or mark the source down."""
-        kind = clash.kind
-        if kind == _connector.SOURCE:
-            # Down first: if that was the last lease of a removed source, giving the claim
-            # back forgets the source, health and all.
-            first = self._health.went_down(claim.source)
-            self._table.source_gone(claim)
-            if first:
-                _log.warning(
-                    "source %s is down: bind() says the address is not on this host (%s); "
-                    "skipped, and tried again within %.3g s",
-                    claim.source,
-                    clash.error.strerror,
-                    self._health.retry_in(claim.source),
-                )
-            else:
-                _log.debug(
-                    "source %s is still down; tried again in %.3g s",
-                    claim.source,
-                    self._health.retry_in(claim.source),
-                )
-            return
-        self._retries += 1
-        where = f"{claim.source}:{claim.port}"
-        if kind == _connector.PORT:
-            seconds = self._table.port_in_use(claim)
-            _log.debug(
-                "clash: port %s in use at bind() (EADDRINUSE: a listener or a socket without "
-                "SO_REUSEADDR holds it); held %.3g s for every destination",
-                where,
-                seconds,
-            )
-            return
-        own = clash.own = claim.reused
-        seconds = self._table.clashed(claim)
-        _log.debug(
-            "clash: %s -> %s:%d refused at connect() (EADDRNOTAVAIL: %s); %s",
-            where,
-            *claim.destination,
-            "the pool's own 4-tuple, still closing"
-            if own
-            else "the kernel has no free port for it"
-            if self._ledger is not None
-            else "another socket holds this 4-tuple",
-            f"held {seconds:.3g} s" if seconds else "another source, or the next call, asks again",
-        )
-
-    def _bound(self, source: str) -> None:
-        """A bind on `source` worked while it was being retried: it is up again."""
-        if self._health.came_up(source):
-            _log.debug("source %s is up again: bind() works", source)
-
-    def _no_claim(
-        self,
-        key: tuple[str, int],
-        family: int,
-        attempts: int,
-        clash: _connector.Clash | None,
-    ) -> OSError:
-        """The error when no attempt is left: no source up, or no 4-tuple free."""
-        sources = self._families.get(family, ())
-        down = [ip for ip in sources if ip in self._health.down]
-        if sources and len(down) == len(sources):
-            _log.debug("source unavailable for %s: %s down", key, ", ".join(down))
-            return SourceUnavailable(key, down)
-        if key[0] in sources and self._config.ports == (key[1],):
-            # The one port the pool has is the destination's own, which the table never
-            # hands out for it (a self-connect). Without the pool, connect() would say what
-            # listens there: nothing (refused), or a listener, which also holds the port.
-            refused = _connector.self_connect_refusal(family, key)
-            if refused is not None:
-                return refused
-        self._exhausted += 1
-        reason = None
-        if self._ledger is not None and clash is not None:
-            reason = (
-                "the kernel found no free port for it in the block (connect() said "
-                "EADDRNOTAVAIL; 4-tuples in TIME_WAIT count until the kernel frees them)"
-            )
-        elif clash is not None and clash.own:
-            reason = (
-                f"{attempts} attempts in a row were refused; the last 4-tuples tried are its own, "
-                "released moments "
-                "ago and still closing (the peer has not closed its end yet: FIN_WAIT2); "
-                "they rest about 10 ms, then work again"
-            )
-        elif clash is not None:
-            at = "connect" if clash.kind == _connector.TUPLE else "bind"
-            name = errno.errorcode.get(clash.error.errno or 0, "?")
-            reason = (
-                f"{attempts} attempts in a row were refused, the last at {at}() ({name}): "
-                "other sockets hold those 4-tuples or ports; they rest briefly, then longer "
-                "if refused again"
-            )
-        if down:
-            reason = f"{reason or 'every port is live, resting or unusable for it'}; down: "
-            reason += ", ".join(down)
-        error = PortsExhausted(key, sources, attempts, reason)
-        error.__cause__ = clash.error if clash is not None else None
-        _log.debug("%s", error)
-        return error
-
-    def _give_back(self, claim: Claim) -> None:
-        """A lease ends: its 4-tuple starts cooling, then the hook hears of it."""
-        self._table.release(claim)
-        if self._waiters.queues:
-            self._waiters.wake(claim.destination)
-        if self._on_release is not None:
-            lease = Lease(claim.source, claim.port, claim.destination)
-            try:
-                self._on_release(lease)
-            except Exception:
-                # It may run inside close() or a finalizer: report, never propagate.
-                _log.exception("on_release hook failed for %s", lease)
-
     # -- the rest of the surface ---------------------------------------------------------------
 
     def statistics(self) -> PoolStatistics:
         """A snapshot: live leases, footprint, cooling 4-tuples, counters, per source."""
-        sources = self._table.statistics()
+        sources = self._dialer.table.statistics()
         return PoolStatistics(
             in_use=sum(s.in_use for s in sources.values()),
             footprint=sum(s.footprint for s in sources.values()),
             cooling=sum(s.cooling for s in sources.values()),
-            connects=self._connects,
-            retries=self._retries,
-            exhausted=self._exhausted,
+            connects=self._dialer.connects,
+            retries=self._dialer.retries,
+            exhausted=self._dialer.exhausted,
             sources=sources,
         )
 
@@ -687,7 +300,7 @@ class Pool:
     def sources(self) -> tuple[str, ...]:
         """The source IPs new connections may use, in canonical form, in the order given
         (then added); not those removed, even while they drain."""
-        return tuple(self._sources)
+        return tuple(self._dialer.sources)
 
     # -- sources as a living set ---------------------------------------------------------------
 
@@ -701,19 +314,19 @@ class Pool:
             ConfigurationError: `ip` is not a numeric, unicast address of this host.
         """
         (address,) = _config.check_sources([ip])
-        if address in self._sources:
+        if address in self._dialer.sources:
             return
-        if self._ledger is not None:
-            self._ledger.add_source(address, len(self._config.ports))
+        if self._dialer.ledger is not None:
+            self._dialer.ledger.add_source(address, len(self._config.ports))
         else:
-            cast("PortTable", self._table).add_source(address, self._config.ports)
-        self._sources.append(address)
-        self._refamily()
+            cast("PortTable", self._dialer.table).add_source(address, self._config.ports)
+        self._dialer.sources.append(address)
+        self._dialer.refamily()
         drain = self._drains.pop(address, None)
         if drain is not None and not drain.done():
             drain.set_result(None)  # the removal was taken back
         _log.debug("source %s added", address)
-        self._waiters.wake_all()  # room for everyone waiting, maybe
+        self._dialer.waiters.wake_all()  # room for everyone waiting, maybe
 
     async def remove_source(self, ip: str, *, drain: bool = True) -> None:
         """No new connection uses `ip`; open ones keep working and release as usual.
@@ -728,20 +341,20 @@ class Pool:
             ConfigurationError: `ip` is not a source of this pool, or is its last one.
         """
         address = _config.canonical_source(ip)
-        if address not in self._sources:
+        if address not in self._dialer.sources:
             if address in self._drains:  # being removed already: wait with the first
                 if drain:
                     await asyncio.shield(self._drains[address])
                 return
-            raise ConfigurationError(f"{ip!r} is not a source of this pool: {self._sources}")
-        if len(self._sources) == 1:
+            raise ConfigurationError(f"{ip!r} is not a source of this pool: {self._dialer.sources}")
+        if len(self._dialer.sources) == 1:
             raise ConfigurationError(
                 f"{address} is the pool's last source: add another first (add_source), "
                 "or close the pool"
             )
-        self._sources.remove(address)
-        self._refamily()
-        live = self._table.remove_source(address)
+        self._dialer.sources.remove(address)
+        self._dialer.refamily()
+        live = self._dialer.table.remove_source(address)
         _log.debug("source %s removed; %d connections on it drain", address, live)
         if not live:
             return
@@ -755,12 +368,6 @@ class Pool:
         future = self._drains.pop(address, None)
         if future is not None and not future.done():
             future.set_result(None)
-
-    def _refamily(self) -> None:
-        families: dict[int, list[str]] = {}
-        for address in self._sources:
-            families.setdefault(family_of(address), []).append(address)
-        self._families = {family: tuple(ips) for family, ips in families.items()}
 
     @property
     def closed(self) -> bool:
@@ -795,40 +402,10 @@ class Pool:
         self.__reduce_ex__(0)
 
     def __repr__(self) -> str:
-        stats = self._table.statistics().values()
+        stats = self._dialer.table.statistics().values()
         state = "closed" if self._closed else "open"
         return (
-            f"<bindpool.Pool {state} sources={list(self._sources)} "
+            f"<bindpool.Pool {state} sources={list(self._dialer.sources)} "
             f"ports={len(self._config.ports)} in_use={sum(s.in_use for s in stats)} "
             f"footprint={sum(s.footprint for s in stats)}>"
         )
-
-
-async def _handed_over(
-    loop: asyncio.AbstractEventLoop,
-    protocol: asyncio.BaseProtocol,
-    sock: PooledSocket,
-    tls: _Tls | None,
-) -> asyncio.Transport:
-    """Give a connected socket to the loop, for `protocol`, with TLS if asked."""
-    try:
-        transport, _ = await loop.create_connection(
-            lambda: protocol,
-            sock=sock,
-            ssl=tls and tls.context,
-            server_hostname=tls and tls.server_hostname,
-            ssl_handshake_timeout=tls and tls.handshake_timeout,
-        )
-    except BaseException:
-        sock.close()  # we own it until the loop has it; asyncio may have closed it too
-        raise
-    return transport
-
-
-def _family(target: _resolve.Target) -> int:
-    return target[0]
-
-
-def _close(result: PooledSocket | asyncio.Transport) -> None:
-    """A race's loser that connected anyway: closing the socket gives its lease back."""
-    result.close()
