@@ -20,6 +20,7 @@ line while such a rest is on hands the timer to the next, who looks again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
@@ -40,7 +41,8 @@ class Waiters:
 
     def __init__(self) -> None:
         # Empty while nobody waits: the connect and release paths test it and go on.
-        self.queues: dict[Destination, deque[asyncio.Future[None]]] = {}
+        # True: woken by a release (and taken out of line); False: by a rest's timer.
+        self.queues: dict[Destination, deque[asyncio.Future[bool]]] = {}
 
     async def wait(
         self,
@@ -61,43 +63,48 @@ class Waiters:
         """
         loop = asyncio.get_running_loop()
         queue = self.queues.setdefault(key, deque())
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[bool] = loop.create_future()
         if first:
             queue.appendleft(waiter)
         else:
             queue.append(waiter)
+        queued = True  # in `queue`: tracked, for `in` on a deque of thousands costs ~20 us
         taken = False
         try:
             async with asyncio.timeout(seconds):
                 while True:
                     due = resting() if queue[0] is waiter else None
-                    timer = None if due is None else loop.call_later(due, _wake, waiter)
+                    timer = None if due is None else loop.call_later(due, _wake, waiter, False)
                     try:
-                        await waiter
+                        released = await waiter
                     finally:
                         if timer is not None:
                             timer.cancel()
-                    if waiter in queue:  # woken by its timer, not by a release
+                    if not released:  # woken by its timer: still in line
                         queue.remove(waiter)
+                    queued = False
                     result = take()
                     if result is not None:
                         taken = True
                         return result
                     waiter = loop.create_future()  # beaten to it: keep the head of the line
                     queue.appendleft(waiter)
+                    queued = True
         finally:
-            head = bool(queue) and queue[0] is waiter
-            if not waiter.done():
-                waiter.cancel()
-            if waiter in queue:
-                queue.remove(waiter)
-            if (not taken and waiter.done() and not waiter.cancelled()) or (
-                head and queue and resting() is not None
-            ):
-                # Woken and leaving without it: the next in line gets the wake. Leaving the
-                # head of the line while a refused 4-tuple rests: the next one looks and sets
-                # the timer. (Not on every hand-over: a wake that finds nothing free costs
-                # the waiting connects a task switch each; measured in benchmarks/waiting.py.)
+            if queued and waiter.done() and not waiter.cancelled() and waiter.result():
+                queued = False  # a release woke it (out of line), then it was cancelled
+            # Woken, but leaving without the 4-tuple: the next in line gets the wake.
+            pass_on = not queued and not taken and waiter.done() and not waiter.cancelled()
+            if queued:  # cancelled or timed out in line (a rare way out: remove() scans)
+                # Leaving the head of the line while a refused 4-tuple rests: the next one
+                # sets the timer. Not on every hand-over: a wake that finds nothing free
+                # costs a task switch (benchmarks/waiting.py).
+                pass_on = bool(queue) and queue[0] is waiter and resting() is not None
+                if not waiter.done():
+                    waiter.cancel()
+                with contextlib.suppress(ValueError):  # a wake() may have dropped it, done
+                    queue.remove(waiter)
+            if pass_on and queue:
                 self.wake(key)
             if not queue and self.queues.get(key) is queue:
                 del self.queues[key]
@@ -108,7 +115,7 @@ class Waiters:
         while queue:
             waiter = queue.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
                 return
 
     def wake_all(self) -> None:
@@ -117,6 +124,6 @@ class Waiters:
             self.wake(key)
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
+def _wake(waiter: asyncio.Future[bool], released: bool) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(released)
