@@ -80,8 +80,10 @@ class Waiters:
                     finally:
                         if timer is not None:
                             timer.cancel()
-                    if not released:  # woken by its timer: still in line
-                        queue.remove(waiter)
+                    if not released:  # woken by its timer: in line, unless a wake() that
+                        # went past it, done, has dropped it already
+                        with contextlib.suppress(ValueError):
+                            queue.remove(waiter)
                     queued = False
                     result = take()
                     if result is not None:
