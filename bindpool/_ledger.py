@@ -114,7 +114,10 @@ class KernelLedger:
 
     def resting(self, destination: Destination, family: int) -> float | None:
         """For a connect waiting for `destination`: seconds until it asks the kernel again
-        after a refusal (briefly, then longer at each refusal in a row), or None."""
+        after a refusal (briefly, then longer at each refusal in a row), or None.
+
+        Once per refusal: the answer is taken, so a waiter that asks again without a new
+        refusal in between waits for a release instead of timing the same rest twice."""
         until = self._ask_again.pop(destination, None)
         return None if until is None else max(0.0, until - self._clock())
 
