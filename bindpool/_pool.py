@@ -168,9 +168,12 @@ class Pool:
             and interleave is None
             and self._plain_call(host, port)
         ):
-            return cast("PooledSocket", await self._dialer.dial(host, port, None, None))
+            loop = asyncio.get_running_loop()
+            return cast("PooledSocket", await self._dialer.dial(loop, host, port, None, None))
         eyeballs = self._check_call(host, port, timeout, happy_eyeballs_delay, interleave)
-        return cast("PooledSocket", await self._dialer.dial(host, port, timeout, None, eyeballs))
+        loop = asyncio.get_running_loop()
+        dialing = self._dialer.dial(loop, host, port, timeout, None, eyeballs)
+        return cast("PooledSocket", await dialing)
 
     async def open_connection(
         self,
@@ -216,7 +219,7 @@ class Pool:
         if not ssl and self._dialer.ledger is None and _connector.has_native_connect(loop):
             # uvloop binds and connects in C; the stream protocol itself holds the lease.
             leased = LeasedStreamProtocol(reader, loop=loop)
-            transport = await self._dialer.dial(host, port, timeout, leased, eyeballs)  # type: ignore[assignment]
+            transport = await self._dialer.dial(loop, host, port, timeout, leased, eyeballs)  # type: ignore[assignment]
             protocol: asyncio.StreamReaderProtocol = leased
         else:
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
