@@ -60,7 +60,10 @@ class LeasedStreamProtocol(asyncio.StreamReaderProtocol):
         try:
             super().connection_lost(exc)
         finally:
-            self._give_back()
+            claim = self._claim  # _give_back(), inline: this runs once per connection
+            if claim is not None:
+                self._claim = None
+                self._owner._give_back(claim)  # type: ignore[union-attr]
 
     def __del__(self) -> None:
         try:

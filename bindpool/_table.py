@@ -246,6 +246,7 @@ class PortTable:
                 self._expire_entries(dest, now)  # not _expire: that may drop `dest`
             rank = self._pick_free(source, dest, now)
             if rank is not None:
+                reused = False
                 break
             if not dest.cooling:
                 self._drop_if_idle(dest, now)
@@ -254,19 +255,16 @@ class PortTable:
             if found is None:
                 return None
             source, dest, rank = found
-            claim = self._claim(source, dest, rank)
-            claim.reused = True
-            return claim
-        return self._claim(source, dest, rank)
-
-    def _claim(self, source: _Source, dest: _Dest, rank: int) -> Claim:
+            reused = True
         dest.live += 1
         source.live += 1
         refs = source.refs
         if not refs[rank]:
             source.bound[rank // BLOCK] |= 1 << (rank % BLOCK)
         refs[rank] += 1
-        return Claim(source.address, dest.key, source.ports[rank], rank, dest)
+        claim = Claim(source.address, destination, source.ports[rank], rank, dest)
+        claim.reused = reused
+        return claim
 
     def release(self, claim: Claim) -> None:
         """The claim's connection ended (or was given up): its 4-tuple starts cooling.
