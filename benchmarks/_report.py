@@ -304,9 +304,10 @@ def _scale(data: dict[str, Any]) -> list[str]:
         "live in worker processes forked from the benchmark, each "
         "`Pool([source], shard=(i, n))` connecting to every listener until its pool says "
         f"`PortsExhausted`; {data['concurrent']} connect at a time, {data['tasks']} connects "
-        "in flight each (`pool.connect`, asyncio's loop). Three phases, each with fresh "
-        "listeners and torn down before the next: `bind((ip, 0))` (what asyncio's and "
-        "aiohttp's `local_addr` do) until the kernel refuses; the kernel's own rate "
+        f"in flight each (`pool.connect`, on {data.get('loop', 'asyncio')}'s loop). Three "
+        "phases, each with fresh listeners and torn down before the next: `bind((ip, 0))` "
+        "(what asyncio's and aiohttp's `local_addr` do) until the kernel refuses; the kernel's "
+        "own rate "
         "(blocking socket + SO_REUSEADDR + bind(explicit port) + connect, no pool); bindpool.",
         "",
         scale_summary(data),

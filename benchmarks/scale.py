@@ -15,7 +15,10 @@ How it runs, in a private network namespace (root; `unshare -n`, `benchmarks/_ne
   worker processes forked from this one (`benchmarks/_fleet.py`), each with its own slice
   of the ports, `Pool([source], shard=(i, n))`, connecting to every listener until its pool
   says `PortsExhausted`; `--concurrent` of them connect at a time (default: one per core),
-  each with `--tasks` connects in flight on its asyncio loop;
+  each with `--tasks` connects in flight on its event loop: uvloop's by default (`--loop`),
+  which the program that holds a million connections would run; measured on 16,000
+  connections in one process, uvloop spent 58.7 us of CPU per `pool.connect` against
+  78.4 us on asyncio's default loop, with the same system calls;
 - the phases, each with fresh listeners, each torn down (listeners closed, workers ended)
   before the next: `bind((ip, 0))` from 127.0.0.3 until the kernel says EADDRINUSE; the
   kernel's own rate (blocking socket + SO_REUSEADDR + bind(explicit port) + connect, no
@@ -30,7 +33,7 @@ stops, killing every worker, when MemAvailable falls below 1 GiB while it runs. 
 with this process whatever ends it (PR_SET_PDEATHSIG), and their sockets with them.
 
     python -m benchmarks.scale [--quick | --size full|quick|tiny] [--concurrent K] [--tasks T]
-                               [--listeners D]
+                               [--listeners D] [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import argparse
 import asyncio
 import errno
 import gc
+import importlib.util
 import math
 import os
 import resource
@@ -130,9 +134,11 @@ def _cpu() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
-def bindpool_job(index: int, count: int, dests: list[tuple[str, int]], tasks: int) -> Job:
+def bindpool_job(
+    index: int, count: int, dests: list[tuple[str, int]], tasks: int, loop: str
+) -> Job:
     """Connect through `Pool([SOURCE], shard=(index, count))` to every listener until the
-    pool says PortsExhausted for it."""
+    pool says PortsExhausted for it, on `loop` ("uvloop" or "asyncio")."""
 
     def job(progress: Callable[[int], None]) -> tuple[dict[str, Any], object]:
         begun = time.perf_counter()
@@ -165,7 +171,8 @@ def bindpool_job(index: int, count: int, dests: list[tuple[str, int]], tasks: in
 
         ready = time.perf_counter()
         user, system = _cpu()
-        asyncio.run(connect_all())
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.run(connect_all())
         user, system = _cpu()[0] - user, _cpu()[1] - system
         stats = pool.statistics()
         report = {
@@ -183,6 +190,18 @@ def bindpool_job(index: int, count: int, dests: list[tuple[str, int]], tasks: in
         return report, (pool, socks)
 
     return job
+
+
+def _uvloop() -> asyncio.AbstractEventLoop:
+    import uvloop  # only when asked for: it is an optional extra
+
+    return uvloop.new_event_loop()
+
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "uvloop": _uvloop,
+    "asyncio": asyncio.new_event_loop,
+}
 
 
 def raw_job(
@@ -340,7 +359,12 @@ def prepare(sizes: Sizes, backlog: int) -> None:
 
 
 def run(
-    size: str, concurrent: int, tasks: int, listeners_count: int, bind0_seconds: float
+    size: str,
+    concurrent: int,
+    tasks: int,
+    listeners_count: int,
+    bind0_seconds: float,
+    loop: str = "uvloop",
 ) -> tuple[dict[str, Any], list[Target]]:
     sizes = SIZES[size]
     connections, workers, room = plan(sizes, listeners_count)
@@ -360,7 +384,7 @@ def run(
         f"scale: {listeners_count} listeners x {len(sizes.ports):,} ports "
         f"({sizes.ports[0]}-{sizes.ports[-1]}) = {connections:,} connections from {SOURCE}; "
         f"{workers} workers, {concurrent} connecting at a time, {tasks} connects in flight "
-        f"each; MemAvailable {available / GiB:.1f} GiB, needs about {need / GiB:.1f}",
+        f"each on {loop}; MemAvailable {available / GiB:.1f} GiB, needs about {need / GiB:.1f}",
         flush=True,
     )
     data: dict[str, Any] = {
@@ -371,6 +395,7 @@ def run(
         "expected": connections,
         "concurrent": concurrent,
         "tasks": tasks,
+        "loop": loop,
         "cpus": os.cpu_count(),
         "fd_limit": room + 200,
     }
@@ -404,7 +429,7 @@ def run(
     listening = listeners(listeners_count, backlog)
     dests = [sock.getsockname() for sock in listening]
     data["bindpool"] = phase(
-        [bindpool_job(i, workers, dests, tasks) for i in range(workers)],
+        [bindpool_job(i, workers, dests, tasks, loop) for i in range(workers)],
         listening,
         concurrent,
         ends_by,
@@ -494,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=8, help="connects in flight per worker")
     parser.add_argument("--listeners", type=int, help="override the size's listener count")
     parser.add_argument(
+        "--loop",
+        choices=sorted(LOOPS),
+        default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        help="the bindpool workers' event loop (default: uvloop when installed)",
+    )
+    parser.add_argument(
         "--bind0-seconds",
         type=float,
         default=300,
@@ -513,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         int(args.bind0_seconds) + 1500
     )  # SIGALRM ends this process; the workers die with it (PR_SET_PDEATHSIG)
     listeners_count = args.listeners or SIZES[size].listeners
-    data, targets = run(size, args.concurrent, args.tasks, listeners_count, args.bind0_seconds)
+    data, targets = run(
+        size, args.concurrent, args.tasks, listeners_count, args.bind0_seconds, args.loop
+    )
     save("scale", data, targets, args.results)
     return 0
 
