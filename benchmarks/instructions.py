@@ -15,7 +15,8 @@ two repeats agree to well under 1%. So this counts them:
   afterwards (in_use 0, `connects` == COUNT), so a broken path cannot look cheap;
 - each child runs at a small and a large COUNT; instructions per connection is
   (I refs(large) - I refs(small)) ÷ (large - small), which cancels start-up, imports and
-  every other fixed cost, and the pools start alike in both;
+  every other fixed cost, and the pools start alike in both (what is left varies a little
+  with the counts themselves, a few percent: compare figures taken at the same size);
 - the peer (`benchmarks/peer.py`, a uvloop server) runs in its own process, never under
   valgrind; when root may make one, each child and its peer get a fresh private network
   namespace, so no child meets another's TIME_WAIT sockets (a refused port would cost a
@@ -239,8 +240,9 @@ def run(size: str) -> dict[str, Any]:
                 f"{row['bindpool_own'] / 1000:.1f}k instructions per connection",
                 flush=True,
             )
-    spreads = [row["spread"] for rows in data["methods"].values() for row in rows.values()]
-    print(f"  largest spread between repeats: {max(spreads):.2%} of the median")
+    if sizes.repeats > 1:
+        spreads = [row["spread"] for rows in data["methods"].values() for row in rows.values()]
+        print(f"  largest spread between repeats: {max(spreads):.2%} of the median")
     return data
 
 
