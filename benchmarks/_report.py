@@ -18,6 +18,7 @@ TITLES = {
     "capacity": "Capacity",
     "occupancy": "Connect cost as the range fills",
     "throughput": "Throughput",
+    "instructions": "Instructions per connection",
     "table": "The port table",
     "sharding": "Several processes on one source",
     "soak": "The soak",
@@ -61,6 +62,8 @@ def beside(name: str, data: dict[str, Any]) -> list[str]:
             )
             for label, row in data["comparisons"].items()
         ]
+    if name == "instructions":
+        return instructions_summary(data)
     if name == "scale":
         return [scale_summary(data)]
     if name == "table":
@@ -280,6 +283,80 @@ def _throughput(data: dict[str, Any]) -> list[str]:
                 _row(loop, name, f"{row['cpu_us']['median']:.1f}", f"{row['rate']['median']:.0f}")
             )
     lines += ["", "![client CPU per connection](img/throughput.png)"]
+    return lines
+
+
+def instructions_summary(data: dict[str, Any]) -> list[str]:
+    """Per comparison: bindpool's count, its own share, and the ratios (or why none)."""
+    if "skipped" in data:
+        return [f"skipped: {data['skipped']}"]
+    return [
+        f"{label}: bindpool "
+        f"{data['methods'][row['loop']][row['bindpool']]['median'] / 1000:.1f}k instructions "
+        f"per connection, its own {row['bindpool_own'] / 1000:.1f}k; plain ÷ bindpool "
+        f"{row['plain_over_bindpool']:.3f}, floor ÷ bindpool {row['floor_over_bindpool']:.3f}"
+        for label, row in data["comparisons"].items()
+    ]
+
+
+def _instructions(data: dict[str, Any]) -> list[str]:
+    if "skipped" in data:
+        return [f"Not measured: {data['skipped']}."]
+    small, large = data["counts"]
+    spread = max(row["spread"] for rows in data["methods"].values() for row in rows.values())
+    lines = [
+        "User-space instructions per connection, counted by valgrind "
+        f"(`{data['valgrind']}`, cachegrind without cache simulation) in a client process "
+        f"that opens and closes connections, concurrency {data['concurrency']}, against "
+        f"`benchmarks/peer.py` in its own process, not under valgrind ({data['network']}). "
+        f"The figure is (instructions of a {large}-connection run - those of a "
+        f"{small}-connection run) ÷ {large - small}, which cancels start-up and imports; "
+        + (
+            f"median of {data['repeats']} repeats, which differed by at most {spread:.2%}. "
+            if data["repeats"] > 1
+            else "one run of each. "
+        )
+        + "The methods are the throughput section's (`benchmarks/instructions.py`). The count is "
+        "deterministic, so it tells changes the CPU figures' spread hides; but it leaves the "
+        "kernel out (system time is not counted): where two paths make the same syscalls, as "
+        "bindpool's uvloop native path and its floor do, their difference is bindpool's own "
+        "code. Ratios above 1 mean bindpool runs fewer instructions. An instrument: no target.",
+        "",
+        *_header(
+            "comparison",
+            "plain ÷ bindpool",
+            "floor ÷ bindpool",
+            "plain ÷ floor",
+            "bindpool's own, per connection",
+        ),
+    ]
+    for label, row in data["comparisons"].items():
+        lines.append(
+            _row(
+                label,
+                f"{row['plain_over_bindpool']:.3f}",
+                f"**{row['floor_over_bindpool']:.3f}**",
+                f"{row['plain_over_floor']:.3f}",
+                f"{row['bindpool_own'] / 1000:.1f}k",
+            )
+        )
+    lines += [
+        "",
+        "Instructions per connection:",
+        "",
+        *_header("loop", "method", "median", "min-max", "spread", align="llrrr"),
+    ]
+    for loop, methods in data["methods"].items():
+        for name, row in methods.items():
+            lines.append(
+                _row(
+                    loop,
+                    name,
+                    f"{row['median'] / 1000:.1f}k",
+                    f"{row['min'] / 1000:.1f}k-{row['max'] / 1000:.1f}k",
+                    f"{row['spread']:.2%}",
+                )
+            )
     return lines
 
 
@@ -517,6 +594,7 @@ SECTIONS = {
     "capacity": _capacity,
     "occupancy": _occupancy,
     "throughput": _throughput,
+    "instructions": _instructions,
     "table": _table,
     "sharding": _sharding,
     "soak": _soak,

@@ -1,5 +1,5 @@
-"""Every benchmark in one run: capacity, occupancy, throughput, table, sharding, soak,
-waiting, scale.
+"""Every benchmark in one run: capacity, occupancy, throughput, instructions, table,
+sharding, soak, waiting, scale.
 
 Each runs in its own process (`python -m benchmarks.<name>`), the way it runs alone, and
 saves `benchmarks/results/<name>.json`; this runner then prints every target with its figure
@@ -32,6 +32,7 @@ BENCHMARKS = (
     "capacity",
     "occupancy",
     "throughput",
+    "instructions",
     "table",
     "sharding",
     "soak",

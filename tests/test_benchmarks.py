@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from benchmarks import (
     _plots,
     _report,
     capacity,
+    instructions,
     occupancy,
     run,
     scale,
@@ -255,7 +257,7 @@ def test_runner_exits_zero_with_missed_targets_and_nonzero_on_failure(
     assert not (tmp_path / "benchmarks.md").exists()  # tiny and quick runs leave docs alone
 
 
-def _in_namespace(module: str, where: Path) -> dict[str, Any]:
+def _in_namespace(module: str, where: Path, timeout: float = 60) -> dict[str, Any]:
     if not _netns.available():
         pytest.skip("needs root and unshare(1) to make a private network namespace")
     done = subprocess.run(
@@ -263,7 +265,7 @@ def _in_namespace(module: str, where: Path) -> dict[str, Any]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -285,6 +287,70 @@ def test_throughput_runs_in_a_fresh_namespace_per_loop(tmp_path: Path) -> None:
     data = _in_namespace("throughput", tmp_path)
     assert data["network"].startswith("a fresh private network namespace")
     assert set(data["methods"]) == {"asyncio", "uvloop"}
+
+
+@pytest.mark.namespace
+@pytest.mark.timeout(300)
+def test_instructions_counts_every_method_and_compares_with_plain_and_the_floor(
+    tmp_path: Path,
+) -> None:
+    """The tiny run under valgrind: every figure positive, every ratio there, the report."""
+    if shutil.which("valgrind") is None:
+        pytest.skip("needs valgrind (apt-get install valgrind) to count instructions")
+    data = _in_namespace("instructions", tmp_path, timeout=240)
+    sizes = instructions.SIZES["tiny"]
+    assert data["network"].startswith("a fresh private network namespace")
+    assert (data["counts"], data["repeats"]) == (list(sizes.counts), sizes.repeats)
+    expected = instructions.comparisons(sizes)
+    assert set(data["methods"]) == {c.loop for c in expected}
+    for loop, methods in data["methods"].items():
+        assert list(methods) == instructions.methods(loop, sizes)
+        assert throughput.CONTROL not in methods
+        for row in methods.values():
+            assert len(row["repeats"]) == sizes.repeats
+            assert all(figure > 0 for figure in row["repeats"])
+            assert 0 < row["min"] <= row["median"] <= row["max"]
+            assert all(len(row["refs"][run]) == sizes.repeats for run in ("small", "large"))
+    assert list(data["comparisons"]) == [c.label for c in expected]
+    for comparison in expected:
+        row = data["comparisons"][comparison.label]
+        assert (row["bindpool"], row["floor"]) == (comparison.pooled, comparison.floor)
+        for key in ("plain_over_bindpool", "plain_over_floor", "floor_over_bindpool"):
+            assert _finite(row[key])
+            assert row[key] > 0
+        measured = data["methods"][comparison.loop]
+        assert row["bindpool_own"] == (
+            measured[comparison.pooled]["median"] - measured[comparison.floor]["median"]
+        )
+    section = "\n".join(_report.SECTIONS["instructions"](data))
+    assert "kernel out" in section
+    assert len(_report.beside("instructions", data)) == len(expected)
+
+
+def test_instructions_per_connection_is_the_difference_over_the_counts() -> None:
+    stderr = "==7== \n==7== I   refs:      808,566,565\n"
+    assert instructions.refs(stderr) == 808_566_565
+    with pytest.raises(RuntimeError, match="no 'I refs'"):
+        instructions.refs("==7== error\n")
+    assert instructions.per_connection(695_382_165, 808_566_565, (200, 1200)) == 113_184.4
+    figures = {"plain": 69.0, "bindpool": 115.0, "floor_explicit": 75.0}
+    measured = {name: {"median": value * 1000} for name, value in figures.items()}
+    row = instructions.compare(measured, throughput.COMPARISONS[0])
+    assert row["plain_over_bindpool"] == 69 / 115
+    assert row["floor_over_bindpool"] == 75 / 115
+    assert row["bindpool_own"] == 40_000
+
+
+def test_instructions_without_valgrind_says_so_and_measures_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    data = instructions.run("tiny")
+    assert "valgrind is not installed" in data["skipped"]
+    payload = _payload("instructions", data, [], tmp_path)
+    assert payload["targets"] == []
+    assert _report.beside("instructions", payload["data"]) == [f"skipped: {data['skipped']}"]
+    assert "valgrind is not installed" in "\n".join(_report.SECTIONS["instructions"](data))
 
 
 @pytest.mark.namespace
