@@ -357,6 +357,26 @@ def _instructions(data: dict[str, Any]) -> list[str]:
                     f"{row['spread']:.2%}",
                 )
             )
+    if data.get("layers"):
+        lines += [
+            "",
+            "uvloop's native path (`pool.open_connection`) from its floor, one layer of "
+            "bindpool added at each step: `leased` makes the connection on "
+            "`LeasedStreamProtocol`, the lease's carrier there; `tabled` also takes each port "
+            "from a `PortTable` and gives it back on close; `bindpool` adds the pool and its "
+            "dialer (argument checks, the literal cache, the retry loop, the release hook). "
+            "See [Performance](performance.md) for what was tried on each.",
+            "",
+            *_header("step", "instructions per connection", "adds", align="lrr"),
+        ]
+        for row in data["layers"]:
+            lines.append(
+                _row(
+                    row["layer"],
+                    f"{row['instructions'] / 1000:.1f}k",
+                    f"+{row['adds'] / 1000:.1f}k",
+                )
+            )
     return lines
 
 

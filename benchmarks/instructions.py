@@ -22,6 +22,11 @@ two repeats agree to well under 1%. So this counts them:
   namespace, so no child meets another's TIME_WAIT sockets (a refused port would cost a
   retry in one run and not the other); PYTHONHASHSEED is fixed.
 
+Layer by layer (uvloop's native path, full and quick sizes): `leased` is the floor with the
+connection made on `LeasedStreamProtocol` (the lease's carrier there), `tabled` adds a
+`PortTable` that picks each port and takes it back on close, and `bindpool` adds the pool
+and its dialer; the differences say what each layer of bindpool costs.
+
 What it leaves out: the kernel. valgrind counts user-space instructions only, and system
 time is not instructions it sees. On uvloop's native path bindpool and its floor make the
 same syscalls, so their difference is bindpool's own code; elsewhere a path that makes more
@@ -35,17 +40,24 @@ figures, not a target: it sets none.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import _netns, throughput
 from benchmarks._common import arguments, deadline, median, peer, save
+from bindpool._protocol import LeasedStreamProtocol
+from bindpool._table import PortTable
+
+if TYPE_CHECKING:
+    from bindpool._claim import Claim
 
 ROOT = Path(__file__).parent.parent
 CONCURRENCY = 10
@@ -58,13 +70,17 @@ class Sizes:
     counts: tuple[int, int]  # connections in the small and the large run
     repeats: int
     comparisons: tuple[str, ...] = ()  # only these COMPARISONS' labels; () for all
+    layers: bool = True  # also count LAYERS' middle steps
 
 
 SIZES = {
     "full": Sizes((200, 1200), 2),
     "quick": Sizes((100, 600), 1),
-    "tiny": Sizes((20, 60), 1, ("uvloop pool.open_connection (table)",)),
+    "tiny": Sizes((20, 60), 1, ("uvloop pool.open_connection (table)",), layers=False),
 }
+# uvloop's native path from its floor to bindpool, one layer of bindpool added at each step.
+LAYERS = ("floor_explicit", "leased", "tabled", "bindpool")
+LAYER_SOURCES = {"leased": "127.0.0.68", "tabled": "127.0.0.69"}
 
 
 def comparisons(sizes: Sizes) -> list[throughput.Comparison]:
@@ -79,7 +95,51 @@ def methods(loop_name: str, sizes: Sizes) -> list[str]:
     for comparison in comparisons(sizes):
         if comparison.loop == loop_name:
             names += [comparison.pooled, comparison.floor]
+    if sizes.layers and loop_name == "uvloop":
+        names += [name for name in LAYERS if name not in names]
     return names if len(names) > 1 else []
+
+
+class _Owner:
+    """What a `LeasedStreamProtocol` gives its claim back to, here straight to the table."""
+
+    def __init__(self, table: PortTable) -> None:
+        self.table = table
+
+    def _give_back(self, claim: Claim) -> None:
+        self.table.release(claim)
+
+
+def layer_openers(port: int, table: PortTable) -> dict[str, throughput.Opener]:
+    """The floor with bindpool's layers added one at a time, no pool (see LAYERS)."""
+    cycle = itertools.cycle(throughput.EXPLICIT_PORTS)
+    owner = _Owner(table)
+    key = (throughput.DEST, port)
+
+    async def leased() -> throughput.Streams:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = LeasedStreamProtocol(reader, loop=loop)
+        local = (LAYER_SOURCES["leased"], next(cycle))
+        transport, _ = await loop.create_connection(protocol, *key, local_addr=local)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def tabled() -> throughput.Streams:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = LeasedStreamProtocol(reader, loop=loop)
+        claim = table.acquire(key, socket.AF_INET)
+        assert claim is not None
+        try:
+            local = (claim.source, claim.port)
+            transport, _ = await loop.create_connection(protocol, *key, local_addr=local)
+        except BaseException:
+            table.release(claim)
+            raise
+        protocol._adopt(claim, owner)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    return {"leased": leased, "tabled": tabled}
 
 
 # -- the child, under valgrind -----------------------------------------------------------------
@@ -88,7 +148,9 @@ def methods(loop_name: str, sizes: Sizes) -> list[str]:
 async def connections(loop_name: str, method: str, count: int, port: int) -> None:
     """`count` connections through `method`, CONCURRENCY at a time; then the leases checked."""
     pools = throughput.make_pools(loop_name)
-    open_one = throughput.openers(loop_name, port, pools)[method]
+    table = PortTable({LAYER_SOURCES["tabled"]: throughput.PORTS}, cooldown=60.0)
+    openers = throughput.openers(loop_name, port, pools) | layer_openers(port, table)
+    open_one = openers[method]
 
     async def worker(n: int) -> None:
         for _ in range(n):
@@ -103,6 +165,7 @@ async def connections(loop_name: str, method: str, count: int, port: int) -> Non
         stats = pool.statistics()
         assert stats.in_use == 0, f"{name}: leases left: {stats}"
         assert stats.connects == (count if name == method else 0), (name, stats)
+    assert sum(s.in_use for s in table.statistics().values()) == 0, "tabled: leases left"
 
 
 def child(argv: list[str]) -> int:
@@ -185,6 +248,19 @@ def compare(
     }
 
 
+def layers(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each layer adds to the one before it (LAYERS), in instructions per connection."""
+    steps = [name for name in LAYERS if name in measured]
+    return [
+        {
+            "layer": name,
+            "instructions": measured[name]["median"],
+            "adds": measured[name]["median"] - measured[before]["median"],
+        }
+        for before, name in itertools.pairwise(steps)
+    ]
+
+
 def valgrind_version() -> str:
     done = subprocess.run(["valgrind", "--version"], capture_output=True, text=True, check=False)
     return done.stdout.strip()
@@ -238,6 +314,13 @@ def run(size: str) -> dict[str, Any]:
                 f"floor ÷ bindpool {row['floor_over_bindpool']:.3f}; plain ÷ floor "
                 f"{row['plain_over_floor']:.3f}; bindpool's own "
                 f"{row['bindpool_own'] / 1000:.1f}k instructions per connection",
+                flush=True,
+            )
+        if loop_name == "uvloop" and sizes.layers:
+            steps = data["layers"] = layers(measured)
+            print(
+                "  uvloop native path, layer by layer: "
+                + "; ".join(f"{row['layer']} +{row['adds'] / 1000:.1f}k" for row in steps),
                 flush=True,
             )
     if sizes.repeats > 1:
