@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -147,9 +148,13 @@ def test_occupancy_times_every_level(results: dict[str, Any]) -> None:
         assert len(row["median_us"]) == len(row["p99_us"]) == 4
         assert all(_finite(v) and v > 0 for v in row["median_us"] + row["p99_us"])
         assert row["median_ratio"] == row["median_us"][-1] / row["median_us"][0]
-    big = data["big"]  # the target's own sweep: 0% and 99% of the big block
+    big = data["big"]  # the target's own measure: 0% and 99% of the big block, paired
     assert (big["range"], big["levels"]) == (sizes.big, [0, 99])
-    assert big["median_ratio"] == big["median_us"][1] / big["median_us"][0]
+    assert (big["rounds"], big["samples"]) == (sizes.big_rounds, sizes.big_rounds * sizes.samples)
+    assert len(big["ratios"]) == sizes.big_rounds
+    assert all(_finite(v) and v > 0 for v in big["ratios"] + big["cpu_us"] + big["median_us"])
+    assert big["median_ratio"] == statistics.median(big["ratios"])
+    assert big["q1"] <= big["median_ratio"] <= big["q3"]
     (target,) = results["occupancy"]["targets"]
     assert target["measured"] == big["median_ratio"]
     assert (target["bound"], target["at_most"]) == (1.1, True)
