@@ -418,8 +418,8 @@ def _scale(data: dict[str, Any]) -> list[str]:
         f"in flight each (`pool.connect`, on {data.get('loop', 'asyncio')}'s loop). Three "
         "phases, each with fresh listeners and torn down before the next: `bind((ip, 0))` "
         "(what asyncio's and aiohttp's `local_addr` do) until the kernel refuses; the kernel's "
-        "own rate "
-        "(blocking socket + SO_REUSEADDR + bind(explicit port) + connect, no pool); bindpool.",
+        "own connect (blocking socket + SO_REUSEADDR + bind(explicit port) + connect, no "
+        "pool) to the same count, through as many workers holding the same slices; bindpool.",
         "",
         scale_summary(data),
         "",
@@ -693,8 +693,9 @@ def markdown(results: dict[str, Payload], run: dict[str, Any]) -> str:
         "`throughput` runs each loop's rounds in a fresh namespace when it can (loopback "
         "only, no setting changed). `scale` runs only in a private namespace (root): it "
         "raises `somaxconn` and sets the ephemeral range there, needs about 8 GB of memory "
-        "at full size (it refuses to start without it) and takes about 6 minutes, most of "
-        "them `bind((ip, 0))` crawling to its wall (bounded by `--bind0-seconds`).",
+        "at full size (it refuses to start without it) and takes about 3 minutes, one of "
+        "them `bind((ip, 0))` crawling to its wall (bounded by `--bind0-seconds`). "
+        "`instructions` needs valgrind and takes about 7 minutes.",
         "",
         "## The machine",
         "",
