@@ -60,10 +60,7 @@ class LeasedStreamProtocol(asyncio.StreamReaderProtocol):
         try:
             super().connection_lost(exc)
         finally:
-            claim = self._claim  # _give_back(), inline: this runs once per connection
-            if claim is not None:
-                self._claim = None
-                self._owner._give_back(claim)  # type: ignore[union-attr]
+            self._give_back()
 
     def __del__(self) -> None:
         try:
